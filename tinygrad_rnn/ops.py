@@ -1,0 +1,383 @@
+"""The op set. Each op computes its result and, right beside it, the closure
+that maps the result's gradient to its inputs' gradients.
+
+Ops take Tensors, raw arrays or Python scalars, use NumPy's names and keywords
+(`axis=`, `keepdims=`), and run on whatever backend their inputs live on.
+Broadcasting gradients are summed back to each input's shape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from .backend import get_array_module, scatter_add
+from .tensor import Tensor, as_array, check_same_backend, record
+
+__all__ = [
+    "add", "sub", "mul", "div", "neg", "pow", "matmul",
+    "sum", "mean", "max",
+    "reshape", "transpose", "getitem", "concatenate", "stack", "split",
+    "exp", "log", "tanh", "sigmoid", "relu", "clip",
+    "softmax", "log_softmax", "where", "astype",
+]  # fmt: skip
+
+
+# ---- helpers -------------------------------------------------------------------
+def _lift(op: str, *values: Any) -> list[Tensor]:
+    """Wrap every value as a Tensor on the backend/dtype of the first Tensor."""
+    like = next((v.data for v in values if isinstance(v, Tensor)), None)
+    if like is None:
+        raise TypeError(f"op {op!r} needs at least one Tensor argument")
+    out = []
+    for v in values:
+        if isinstance(v, Tensor):
+            check_same_backend(op, like, v.data)
+            out.append(v)
+        else:
+            out.append(Tensor(as_array(v, like, op)))
+    return out
+
+
+def _unbroadcast(xp: Any, g: Any, shape: tuple[int, ...]) -> Any:
+    """Sum `g` over the axes that broadcasting added or stretched to reach `shape`."""
+    if tuple(g.shape) == tuple(shape):
+        return g
+    extra = g.ndim - len(shape)
+    if extra > 0:
+        g = g.sum(axis=tuple(range(extra)))
+    stretched = tuple(i for i, n in enumerate(shape) if n == 1 and g.shape[i] != 1)
+    if stretched:
+        g = g.sum(axis=stretched, keepdims=True)
+    return g
+
+
+def _axes(axis: int | Sequence[int] | None, ndim: int) -> tuple[int, ...]:
+    if axis is None:
+        return tuple(range(ndim))
+    axes = (axis,) if isinstance(axis, int) else tuple(axis)
+    return tuple(a % ndim if ndim else a for a in axes)
+
+
+def _expand_reduced(xp: Any, g: Any, axes: tuple[int, ...], keepdims: bool, shape) -> Any:
+    """Reshape a reduction's gradient so it broadcasts against the input."""
+    if not keepdims:
+        g = xp.expand_dims(g, axes) if axes else g
+    return xp.broadcast_to(g, shape)
+
+
+# ---- arithmetic ----------------------------------------------------------------
+def add(a: Any, b: Any) -> Tensor:
+    a, b = _lift("add", a, b)
+    xp = get_array_module(a.data)
+
+    def backward(g):
+        return _unbroadcast(xp, g, a.shape), _unbroadcast(xp, g, b.shape)
+
+    return record("add", (a, b), a.data + b.data, backward)
+
+
+def sub(a: Any, b: Any) -> Tensor:
+    a, b = _lift("sub", a, b)
+    xp = get_array_module(a.data)
+
+    def backward(g):
+        return _unbroadcast(xp, g, a.shape), _unbroadcast(xp, -g, b.shape)
+
+    return record("sub", (a, b), a.data - b.data, backward)
+
+
+def mul(a: Any, b: Any) -> Tensor:
+    a, b = _lift("mul", a, b)
+    xp = get_array_module(a.data)
+    a_data, b_data = a.data, b.data
+
+    def backward(g):
+        ga = _unbroadcast(xp, g * b_data, a.shape) if a.requires_grad else None
+        gb = _unbroadcast(xp, g * a_data, b.shape) if b.requires_grad else None
+        return ga, gb
+
+    return record("mul", (a, b), a_data * b_data, backward)
+
+
+def div(a: Any, b: Any) -> Tensor:
+    a, b = _lift("div", a, b)
+    xp = get_array_module(a.data)
+    a_data, b_data = a.data, b.data
+
+    def backward(g):
+        ga = _unbroadcast(xp, g / b_data, a.shape) if a.requires_grad else None
+        gb = _unbroadcast(xp, -g * a_data / (b_data * b_data), b.shape) if b.requires_grad else None
+        return ga, gb
+
+    return record("div", (a, b), a_data / b_data, backward)
+
+
+def neg(x: Tensor) -> Tensor:
+    return record("neg", (x,), -x.data, lambda g: (-g,))
+
+
+def pow(x: Tensor, exponent: float) -> Tensor:  # noqa: A001 - NumPy's name
+    """x ** exponent, for a Python scalar exponent."""
+    if isinstance(exponent, Tensor) or not isinstance(exponent, (int, float)):
+        raise TypeError(
+            f"pow: the exponent must be a Python int or float; got {type(exponent).__name__}"
+        )
+    x_data = x.data
+
+    def backward(g):
+        return (g * (exponent * x_data ** (exponent - 1)),)
+
+    return record("pow", (x,), x_data**exponent, backward)
+
+
+def matmul(a: Any, b: Any) -> Tensor:
+    """a @ b, including batched (..., N, K) @ (..., K, M) with broadcast batch axes."""
+    a, b = _lift("matmul", a, b)
+    xp = get_array_module(a.data)
+    a_data, b_data = a.data, b.data
+    # Promote 1-D operands to matrices for the gradient, as NumPy does for the value.
+    a2 = a_data[None, :] if a_data.ndim == 1 else a_data
+    b2 = b_data[:, None] if b_data.ndim == 1 else b_data
+
+    def backward(g):
+        g2 = g
+        if b_data.ndim == 1:
+            g2 = g2[..., None]
+        if a_data.ndim == 1:
+            g2 = xp.expand_dims(g2, -2)
+        ga = gb = None
+        if a.requires_grad:
+            ga = _unbroadcast(xp, g2 @ xp.swapaxes(b2, -1, -2), a2.shape).reshape(a.shape)
+        if b.requires_grad:
+            gb = _unbroadcast(xp, xp.swapaxes(a2, -1, -2) @ g2, b2.shape).reshape(b.shape)
+        return ga, gb
+
+    return record("matmul", (a, b), a_data @ b_data, backward)
+
+
+# ---- reductions ----------------------------------------------------------------
+def sum(x: Tensor, axis=None, keepdims: bool = False) -> Tensor:  # noqa: A001
+    xp = get_array_module(x.data)
+    axes = _axes(axis, x.ndim)
+
+    def backward(g):
+        return (_expand_reduced(xp, g, axes, keepdims, x.shape),)
+
+    return record("sum", (x,), x.data.sum(axis=axes, keepdims=keepdims), backward)
+
+
+def mean(x: Tensor, axis=None, keepdims: bool = False) -> Tensor:
+    xp = get_array_module(x.data)
+    axes = _axes(axis, x.ndim)
+    count = 1
+    for a in axes:
+        count *= x.shape[a]
+
+    def backward(g):
+        return (_expand_reduced(xp, g / count, axes, keepdims, x.shape),)
+
+    return record("mean", (x,), x.data.mean(axis=axes, keepdims=keepdims), backward)
+
+
+def max(x: Tensor, axis=None, keepdims: bool = False) -> Tensor:  # noqa: A001
+    """Maximum over axes; tied maxima share the gradient equally."""
+    xp = get_array_module(x.data)
+    axes = _axes(axis, x.ndim)
+    out = x.data.max(axis=axes, keepdims=True)
+
+    def backward(g):
+        hit = x.data == out
+        share = hit / hit.sum(axis=axes, keepdims=True)
+        return (share.astype(x.dtype) * _expand_reduced(xp, g, axes, keepdims, x.shape),)
+
+    value = out if keepdims else out.reshape([n for i, n in enumerate(out.shape) if i not in axes])
+    return record("max", (x,), value, backward)
+
+
+# ---- shape ---------------------------------------------------------------------
+def reshape(x: Tensor, *shape) -> Tensor:
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        shape = tuple(shape[0])
+    return record("reshape", (x,), x.data.reshape(shape), lambda g: (g.reshape(x.shape),))
+
+
+def transpose(x: Tensor, *axes) -> Tensor:
+    """Permute axes (all reversed when none are given), like ndarray.transpose."""
+    if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
+        axes = tuple(axes[0])
+    xp = get_array_module(x.data)
+    order = tuple(a % x.ndim for a in axes) if axes else tuple(reversed(range(x.ndim)))
+    inverse = tuple(int(i) for i in xp.argsort(xp.asarray(order)).tolist()) if order else ()
+    return record("transpose", (x,), x.data.transpose(order), lambda g: (g.transpose(inverse),))
+
+
+def _is_basic_index(index: Any) -> bool:
+    parts = index if isinstance(index, tuple) else (index,)
+    return all(
+        p is None or p is Ellipsis or isinstance(p, (int, slice)) for p in parts
+    )
+
+
+def _index_on_backend(xp: Any, index: Any) -> Any:
+    """Turn Tensor/list index parts into arrays of the data's own module."""
+    if isinstance(index, tuple):
+        return tuple(_index_on_backend(xp, p) for p in index)
+    if isinstance(index, Tensor):
+        index = index.data
+    if isinstance(index, list) or hasattr(index, "__array__"):
+        return xp.asarray(index)
+    return index
+
+
+def getitem(x: Tensor, index: Any) -> Tensor:
+    """x[index]: slices, ints, integer arrays and masks. Repeated integer
+    indices sum their gradients."""
+    xp = get_array_module(x.data)
+    index = _index_on_backend(xp, index)
+    basic = _is_basic_index(index)
+
+    def backward(g):
+        gx = xp.zeros(x.shape, dtype=g.dtype)
+        if basic:
+            gx[index] = g  # a basic index selects each element at most once
+        else:
+            scatter_add(xp, gx, index, g)
+        return (gx,)
+
+    return record("getitem", (x,), x.data[index], backward)
+
+
+def concatenate(tensors: Sequence[Any], axis: int = 0) -> Tensor:
+    tensors = _lift("concatenate", *tensors)
+    xp = get_array_module(tensors[0].data)
+    ndim = tensors[0].ndim
+    axis = axis % ndim
+    bounds = []
+    start = 0
+    for t in tensors:
+        bounds.append((start, start + t.shape[axis]))
+        start += t.shape[axis]
+
+    def backward(g):
+        lead = (slice(None),) * axis
+        return tuple(g[lead + (slice(lo, hi),)] for lo, hi in bounds)
+
+    return record("concatenate", tensors, xp.concatenate([t.data for t in tensors], axis), backward)
+
+
+def stack(tensors: Sequence[Any], axis: int = 0) -> Tensor:
+    tensors = _lift("stack", *tensors)
+    xp = get_array_module(tensors[0].data)
+    axis = axis % (tensors[0].ndim + 1)
+
+    def backward(g):
+        return tuple(xp.take(g, i, axis=axis) for i in range(len(tensors)))
+
+    return record("stack", tensors, xp.stack([t.data for t in tensors], axis), backward)
+
+
+def split(x: Tensor, indices_or_sections: int | Sequence[int], axis: int = 0) -> list[Tensor]:
+    """Like numpy.split: equal sections, or cut before each given index."""
+    n = x.shape[axis]
+    if isinstance(indices_or_sections, int):
+        if indices_or_sections < 1 or n % indices_or_sections:
+            raise ValueError(
+                f"split: axis {axis} of length {n} does not divide into "
+                f"{indices_or_sections} equal sections"
+            )
+        step = n // indices_or_sections
+        cuts = list(range(step, n, step))
+    else:
+        cuts = [int(i) for i in indices_or_sections]
+    edges = [0, *cuts, n]
+    lead = (slice(None),) * (axis % x.ndim)
+    return [getitem(x, lead + (slice(lo, hi),)) for lo, hi in zip(edges[:-1], edges[1:])]
+
+
+# ---- elementwise ---------------------------------------------------------------
+def exp(x: Tensor) -> Tensor:
+    y = get_array_module(x.data).exp(x.data)
+    return record("exp", (x,), y, lambda g: (g * y,))
+
+
+def log(x: Tensor) -> Tensor:
+    x_data = x.data
+    return record("log", (x,), get_array_module(x_data).log(x_data), lambda g: (g / x_data,))
+
+
+def tanh(x: Tensor) -> Tensor:
+    y = get_array_module(x.data).tanh(x.data)
+    return record("tanh", (x,), y, lambda g: (g * (1 - y * y),))
+
+
+def stable_sigmoid(xp: Any, z: Any) -> Any:
+    """1 / (1 + exp(-z)) without overflow warnings for large |z|."""
+    return 0.5 * (xp.tanh(0.5 * z) + 1)
+
+
+def sigmoid(x: Tensor) -> Tensor:
+    y = stable_sigmoid(get_array_module(x.data), x.data)
+    return record("sigmoid", (x,), y, lambda g: (g * y * (1 - y),))
+
+
+def relu(x: Tensor) -> Tensor:
+    mask = x.data > 0
+    return record("relu", (x,), x.data * mask, lambda g: (g * mask,))
+
+
+def clip(x: Tensor, min=None, max=None) -> Tensor:  # noqa: A002 - NumPy's keywords
+    """Clamp into [min, max]; the gradient passes where the input is inside."""
+    xp = get_array_module(x.data)
+    pass_through = xp.ones(x.shape, dtype=bool)
+    if min is not None:
+        pass_through &= x.data >= min
+    if max is not None:
+        pass_through &= x.data <= max
+    y = xp.clip(x.data, min, max).astype(x.dtype, copy=False)
+    return record("clip", (x,), y, lambda g: (g * pass_through,))
+
+
+def softmax(x: Tensor, axis: int = -1) -> Tensor:
+    xp = get_array_module(x.data)
+    z = x.data - x.data.max(axis=axis, keepdims=True)
+    e = xp.exp(z)
+    y = e / e.sum(axis=axis, keepdims=True)
+
+    def backward(g):
+        return (y * (g - (g * y).sum(axis=axis, keepdims=True)),)
+
+    return record("softmax", (x,), y, backward)
+
+
+def log_softmax(x: Tensor, axis: int = -1) -> Tensor:
+    xp = get_array_module(x.data)
+    z = x.data - x.data.max(axis=axis, keepdims=True)
+    y = z - xp.log(xp.exp(z).sum(axis=axis, keepdims=True))
+
+    def backward(g):
+        return (g - xp.exp(y) * g.sum(axis=axis, keepdims=True),)
+
+    return record("log_softmax", (x,), y, backward)
+
+
+def where(condition: Any, a: Any, b: Any) -> Tensor:
+    """Elementwise `a` where `condition` holds, else `b` (the mask gets no gradient)."""
+    a, b = _lift("where", a, b)
+    xp = get_array_module(a.data)
+    cond = condition.data if isinstance(condition, Tensor) else condition
+    check_same_backend("where", a.data, cond)
+    cond = xp.asarray(cond, dtype=bool)
+
+    def backward(g):
+        ga = _unbroadcast(xp, xp.where(cond, g, 0), a.shape) if a.requires_grad else None
+        gb = _unbroadcast(xp, xp.where(cond, 0, g), b.shape) if b.requires_grad else None
+        return ga, gb
+
+    return record("where", (a, b), xp.where(cond, a.data, b.data), backward)
+
+
+def astype(x: Tensor, dtype: Any) -> Tensor:
+    """Cast to `dtype`; the gradient is cast back to the input's dtype."""
+    source = x.dtype
+    return record("astype", (x,), x.data.astype(dtype), lambda g: (g.astype(source),))
