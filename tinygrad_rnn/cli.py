@@ -1,13 +1,24 @@
-"""The `tinygrad-rnn` command: a thin shell over the library.
+"""The `tinygrad-rnn` command: a thin shell over `tinygrad_rnn.train`.
 
-Bad arguments exit non-zero with one clear line on stderr and no traceback.
+    tinygrad-rnn train sine
+    tinygrad-rnn train ptb --max-steps 100 --out runs/ptb-smoke
+    tinygrad-rnn train --resume runs/ptb-smoke
+    tinygrad-rnn evaluate runs/ptb-smoke
+    tinygrad-rnn generate runs/text-... --length 200 --temperature 0.8 --top-k 10
+    tinygrad-rnn topologies
+    tinygrad-rnn backends
+
+Bad arguments exit with status 2 and one clear line on stderr, no traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from .backend import BackendUnavailableError, available_backends, use_backend
 
@@ -22,48 +33,195 @@ def _cmd_backends(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_demo(args: argparse.Namespace) -> int:
-    """Fit a sine with a tiny tanh network built from primitive ops (smoke test)."""
-    import numpy as np
+def _cmd_topologies(args: argparse.Namespace) -> int:
+    import topologies
 
-    import tinygrad_rnn as tr
-
-    rng = np.random.default_rng(args.seed)
-    x = np.linspace(-3, 3, 64, dtype=np.float32)[:, None]
-    y = np.sin(x)
-    w1 = tr.tensor(rng.standard_normal((1, 16)).astype(np.float32), requires_grad=True)
-    b1 = tr.tensor(np.zeros(16, np.float32), requires_grad=True)
-    w2 = tr.tensor((rng.standard_normal((16, 1)) / 4).astype(np.float32), requires_grad=True)
-    xt, yt = tr.tensor(x), tr.tensor(y)
-    params = [w1, b1, w2]
-    first = None
-    for step in range(args.steps):
-        loss = (((xt @ w1 + b1).tanh() @ w2 - yt) ** 2).mean()
-        loss.backward()
-        for p in params:
-            p.data -= 0.1 * p.grad
-            p.grad = None
-        first = loss.item() if first is None else first
-        if step % max(1, args.steps // 5) == 0 or step == args.steps - 1:
-            print(f"step {step:4d}  mse {loss.item():.5f}")
-    print(f"demo: mse {first:.4f} -> {loss.item():.4f} on backend {xt.backend}")
+    listing = topologies.available()
+    width = max(len(n) for n in listing)
+    for name, description in listing.items():
+        aliases = topologies.get(name).aliases
+        alias = f" (alias: {', '.join(aliases)})" if aliases else ""
+        print(f"{name:{width}s}  {description}{alias}")
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tinygrad-rnn", description=__doc__)
-    parser.add_argument(
-        "--backend", choices=["numpy", "cupy"], default=None,
-        help="array backend (default: $TINYGRAD_RNN_BACKEND or numpy)",
+def _options(args: argparse.Namespace):
+    from .train.recipes import Options
+
+    return Options(
+        topology=args.topology, cell=args.cell, epochs=args.epochs, max_steps=args.max_steps,
+        batch_size=args.batch_size, hidden_size=args.hidden_size, lr=args.lr, seed=args.seed,
+        data=args.data, checkpoint_every=args.checkpoint_every, quiet=args.quiet,
+        large=args.large, reverse=args.reverse, peeky=args.peeky, attention=args.attention,
     )
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from . import checkpoint
+    from .random import manual_seed
+    from .train import Trainer
+    from .train.recipes import Options, get_recipe, prepare
+
+    if args.resume:
+        run_dir = Path(args.resume)
+        path = run_dir / "checkpoint.npz" if run_dir.is_dir() else run_dir
+        if not path.exists():
+            raise UsageError(f"--resume: no checkpoint at {path}")
+        saved = checkpoint.read_extra(path)
+        recipe = saved["recipe"]
+        opts = Options(**saved["options"])
+        for key in ("epochs", "max_steps", "checkpoint_every"):  # a resumed run may go further
+            if getattr(args, key) is not None:
+                setattr(opts, key, getattr(args, key))
+        opts.quiet = args.quiet
+        out = path.parent
+    else:
+        if not args.recipe:
+            raise UsageError("train needs a RECIPE (or --resume DIR)")
+        recipe = args.recipe
+        get_recipe(recipe)
+        opts = _options(args)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        out = Path(args.out) if args.out else Path("runs") / f"{recipe}-{stamp}"
+    prepared = prepare(recipe, opts)
+    manual_seed(opts.seed)
+    model = prepared.topology.build(prepared.spec)
+    trainer = Trainer(prepared.topology, model, prepared.config, prepared.train, prepared.valid,
+                      out_dir=out, extra=prepared.extra)
+    if args.resume:
+        trainer.resume(out / "checkpoint.npz" if path.is_dir() else path)
+    print(f"training {recipe} ({prepared.topology!r}, {prepared.spec.cell}) -> {out}",
+          file=sys.stderr)
+    try:
+        trainer.fit()
+    except KeyboardInterrupt:
+        print(f"interrupted: checkpoint saved in {out}; continue with "
+              f"`tinygrad-rnn train --resume {out}`", file=sys.stderr)
+        return 130
+    test = prepared.report(trainer, out) if prepared.report else {}
+    trainer.write_metrics(test=test)
+    from .train import plots
+
+    metric = "perplexity" if "perplexity" in test else ("accuracy" if "accuracy" in test else "mse")
+    plots.curves(out / "curves.png", trainer.history, metric)
+    shown = {k: round(v, 5) for k, v in test.items() if isinstance(v, float)}
+    print(json.dumps({"run": str(out), "test": shown, "steps": trainer.step}))
+    return 0
+
+
+def _load_run(target: str):
+    """(checkpoint path, extra, prepared run, topology, model) for evaluate/generate."""
+    from . import checkpoint
+    from .train.recipes import Options, prepare, rebuild_model
+
+    path = Path(target)
+    if path.is_dir():
+        path = path / "checkpoint.npz"
+    if not path.exists():
+        raise UsageError(f"no checkpoint at {path}")
+    extra = checkpoint.read_extra(path)
+    topology, model = rebuild_model(extra)
+    checkpoint.load(path, model)
+    model.eval()
+    return path, extra, Options(**extra["options"]), topology, model
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from .train import TrainConfig, Trainer
+    from .train.recipes import prepare
+
+    path, extra, opts, topology, model = _load_run(args.run)
+    prepared = prepare(extra["recipe"], opts)
+    config = TrainConfig(**{**extra["config"], "quiet": True})
+    trainer = Trainer(topology, model, config, prepared.train, prepared.valid)
+    split = {"test": prepared.test, "valid": prepared.valid}[args.split]
+    result = trainer.evaluate(split, batch_size=10 if topology.stateful else None)
+    print(json.dumps({"checkpoint": str(path), "split": args.split, **result}))
+    return 0
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .data import Vocab
+    from .train.recipes import closed_loop, prepare
+
+    path, extra, opts, topology, model = _load_run(args.run)
+    if "vocab" in extra and hasattr(topology, "generate") and topology.stateful:
+        vocab = Vocab.from_dict(extra["vocab"])
+        prompt = args.prompt if args.prompt is not None else vocab.id_to_token[0]
+        tokens = list(prompt) if vocab.level == "char" else prompt.split()
+        ids = vocab.encode(tokens)
+        rng = np.random.default_rng(args.seed)
+        out = topology.generate(model, ids, args.length, temperature=args.temperature,
+                                top_k=args.top_k, generator=rng)
+        sep = "" if vocab.level == "char" else " "
+        text = sep.join(tokens) + sep + vocab.decode(out)
+        print(text.replace(" <eos> ", "\n").replace("<eos>", "\n"))
+        return 0
+    if extra["recipe"] == "sine":
+        prepared = prepare("sine", opts)
+        window = prepared.test[0][0]
+        values = closed_loop(topology, model, window, args.length)
+        print(json.dumps({"seed_window": window[:, 0].round(4).tolist(),
+                          "continuation": values.round(4).tolist()}))
+        return 0
+    raise UsageError(f"generate works on language-model and series checkpoints; "
+                     f"{path} is a {extra['recipe']!r} run")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tinygrad-rnn", description="Train and use recurrent networks (RNN, LSTM, GRU).",
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__,
+    )
+    parser.add_argument("--backend", choices=["numpy", "cupy"], default=None,
+                        help="array backend (default: $TINYGRAD_RNN_BACKEND or numpy)")
     sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a recipe: sine, waves, wavegen, ptb, text, addition, date")
+    p.add_argument("recipe", nargs="?", help="recipe name (omit with --resume)")
+    p.add_argument("--topology", help="topology name (see `tinygrad-rnn topologies`)")
+    p.add_argument("--cell", choices=["rnn", "lstm", "gru"])
+    p.add_argument("--backend", dest="sub_backend", choices=["numpy", "cupy"])
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--max-steps", type=int, help="stop after N optimizer steps (smoke runs)")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--hidden-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data", help="data file or folder (default: $TINYGRAD_RNN_DATA/...)")
+    p.add_argument("--out", help="run directory (default: runs/RECIPE-TIMESTAMP)")
+    p.add_argument("--resume", metavar="DIR", help="continue from DIR's latest checkpoint")
+    p.add_argument("--checkpoint-every", type=int, metavar="STEPS")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--large", action="store_true", help="ptb: 2x650 LSTM, dropout 0.5, tied")
+    p.add_argument("--reverse", action=argparse.BooleanOptionalAction, default=None,
+                   help="seq2seq: reverse the input sequence")
+    p.add_argument("--peeky", action="store_true", help="seq2seq: peeky decoder")
+    p.add_argument("--attention", action="store_true", help="seq2seq: attention decoder")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("evaluate", help="evaluate a run's checkpoint on its test split")
+    p.add_argument("run", help="run directory or checkpoint file")
+    p.add_argument("--split", choices=["test", "valid"], default="test")
+    p.add_argument("--backend", dest="sub_backend", choices=["numpy", "cupy"])
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("generate", help="sample text from an LM, or continue a series")
+    p.add_argument("run", help="run directory or checkpoint file")
+    p.add_argument("--length", type=int, default=100)
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--prompt", default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--backend", dest="sub_backend", choices=["numpy", "cupy"])
+    p.set_defaults(func=_cmd_generate)
+
+    p = sub.add_parser("topologies", help="list the registered topologies")
+    p.set_defaults(func=_cmd_topologies)
     p = sub.add_parser("backends", help="which backends are available, and why not the others")
     p.set_defaults(func=_cmd_backends)
-    p = sub.add_parser("demo", help="a quick autograd smoke test")
-    p.add_argument("--steps", type=int, default=300)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=None, help="unused; accepted for symmetry with train")
-    p.set_defaults(func=_cmd_demo)
     return parser
 
 
@@ -71,15 +229,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        if args.backend is not None:
-            use_backend(args.backend)
+        backend = getattr(args, "sub_backend", None) or args.backend
+        if backend is not None:
+            use_backend(backend)
         return args.func(args)
-    except (UsageError, BackendUnavailableError, FileNotFoundError, ValueError) as err:
-        print(f"tinygrad-rnn: error: {err}".splitlines()[0], file=sys.stderr)
+    except (UsageError, BackendUnavailableError, FileNotFoundError, ValueError, KeyError) as err:
+        message = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
+        print(f"tinygrad-rnn: error: {message}".splitlines()[0], file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("tinygrad-rnn: interrupted", file=sys.stderr)
-        return 130
 
 
 if __name__ == "__main__":

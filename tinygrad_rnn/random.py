@@ -16,11 +16,13 @@ _generator = np.random.default_rng()
 
 
 def manual_seed(seed: int) -> np.random.Generator:
-    """Reseed the library's default generator and return it."""
-    global _generator
+    """Reseed the library's default generator, in place, and return it.
+
+    In place, so layers that hold the default generator see the new seed.
+    """
     if not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"manual_seed: seed must be a non-negative int; got {seed!r}")
-    _generator = np.random.default_rng(int(seed))
+    _generator.bit_generator.state = np.random.default_rng(int(seed)).bit_generator.state
     return _generator
 
 

@@ -1,0 +1,350 @@
+"""Recipes: a few lines each on top of topologies and data.
+
+A recipe turns user options into a prepared run: the topology, the model
+spec, the training config and the data splits, plus a `report` that measures
+the test metrics and draws the plots once training is over. Options that a
+user did not set take the recipe's defaults (the textbook configurations).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import topologies
+
+from .. import data as D
+from ..backend import to_host as _host
+from ..tensor import no_grad
+from . import plots
+from .trainer import TrainConfig, Trainer
+
+__all__ = ["Options", "Prepared", "RECIPES", "get_recipe", "prepare", "rebuild_model"]
+
+
+@dataclass
+class Options:
+    """What a user may set on the command line; None means the recipe's default."""
+
+    topology: str | None = None
+    cell: str | None = None
+    epochs: int | None = None
+    max_steps: int | None = None
+    batch_size: int | None = None
+    hidden_size: int | None = None
+    lr: float | None = None
+    seed: int = 0
+    data: str | None = None
+    checkpoint_every: int | None = None
+    quiet: bool = False
+    large: bool = False
+    reverse: bool | None = None
+    peeky: bool = False
+    attention: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass
+class Prepared:
+    """Everything a Trainer needs, and what to do after training."""
+
+    recipe: str
+    topology: Any
+    spec: topologies.ModelSpec
+    config: TrainConfig
+    train: Any
+    valid: Any
+    test: Any
+    extra: dict[str, Any] = field(default_factory=dict)
+    report: Callable[[Trainer, Path], dict[str, Any]] | None = None
+    test_batch_size: int | None = None
+
+
+@dataclass
+class Recipe:
+    name: str
+    description: str
+    topology: str
+    allowed: tuple[str, ...]
+    build: Callable[[Options, Any], Prepared]
+
+
+RECIPES: dict[str, Recipe] = {}
+
+
+def recipe(name: str, description: str, topology: str, allowed: tuple[str, ...] = ()):
+    def decorate(fn: Callable[[Options, Any], Prepared]) -> Callable[[Options, Any], Prepared]:
+        RECIPES[name] = Recipe(name, description, topology, allowed or (topology,), fn)
+        return fn
+
+    return decorate
+
+
+def get_recipe(name: str) -> Recipe:
+    if name not in RECIPES:
+        raise ValueError(f"unknown recipe {name!r}; available: {', '.join(sorted(RECIPES))}")
+    return RECIPES[name]
+
+
+def _pick(value: Any, default: Any) -> Any:
+    return default if value is None else value
+
+
+def _topology(rec: Recipe, opts: Options, **options: Any) -> Any:
+    """The recipe's topology, or the user's choice if it suits the recipe."""
+    name = opts.topology or rec.topology
+    cls = topologies.get(name)  # unknown names raise, listing what is available
+    builtin = {topologies.get(a).name for a in rec.allowed}
+    if cls.name not in builtin and not _is_plugin_variant(cls, builtin):
+        raise ValueError(
+            f"topology {name!r} does not suit recipe {rec.name!r}; it takes "
+            f"{', '.join(sorted(builtin))} (or a plugin derived from one)"
+        )
+    accepted = {k: v for k, v in options.items() if k in cls.options or k == "stateful"}
+    return cls(**accepted)
+
+
+def _is_plugin_variant(cls: type, allowed: set[str]) -> bool:
+    """A plugin subclassing an allowed built-in suits the same recipes."""
+    return any(issubclass(cls, topologies.get(a)) for a in allowed)
+
+
+def _config(opts: Options, **defaults: Any) -> TrainConfig:
+    values = dict(defaults)
+    for key in ("epochs", "max_steps", "batch_size", "lr", "checkpoint_every"):
+        if getattr(opts, key) is not None:
+            values[key] = getattr(opts, key)
+    values["seed"] = opts.seed
+    values["quiet"] = opts.quiet
+    return TrainConfig(**values)
+
+
+def _data_path(opts: Options, *parts: str) -> str:
+    if opts.data:
+        return opts.data
+    return os.path.join(D.data_root(), *parts)
+
+
+# ---- sine: noisy sine, next-value regression --------------------------------------
+SINE = {"length": 2000, "period": 50, "noise_std": 0.1, "window": 25}
+
+
+@recipe("sine", "noisy sine, next-step regression (many-to-one LSTM, stateless windows)",
+        "many-to-one", ("many-to-one", "one-to-one"))
+def _sine(opts: Options, rec: Recipe) -> Prepared:
+    noisy, clean = D.noisy_sine(SINE["length"], SINE["period"], SINE["noise_std"], seed=opts.seed,
+                                return_clean=True)
+    W = SINE["window"]
+    parts = D.split_series(np.stack([noisy, clean], axis=1), (0.8, 0.1, 0.1))
+    windows = [D.sliding_windows(p, W) for p in parts]
+    # Inputs and targets read the noisy column; the clean one is kept to score mse_clean.
+    (Xtr, Ytr), (Xva, Yva), (Xte, Yte) = [(X[..., :1], Y[..., :1]) for X, Y in windows]
+    clean_targets = windows[2][1][:, 0, 1:]
+    spec = topologies.ModelSpec(cell=opts.cell or "lstm", hidden_size=_pick(opts.hidden_size, 32),
+                                output_size=1, head="regression", input_size=1,
+                                extra={"window": W})
+    config = _config(opts, epochs=40, batch_size=32, lr=3e-3, optimizer="adam", lr_decay=2.0)
+
+    def report(trainer: Trainer, out: Path) -> dict[str, Any]:
+        result = trainer.evaluate((Xte, Yte))
+        pred, _ = trainer.topology.predict(trainer.model, Xte)
+        pred = _host(pred).reshape(-1)
+        metrics = {
+            "mse": result["mse"],
+            "noise_variance": SINE["noise_std"] ** 2,
+            "mse_clean": float(np.mean((pred - clean_targets.reshape(-1)) ** 2)),
+        }
+        horizon = min(200, len(parts[2]) - W)
+        continuation = closed_loop(trainer.topology, trainer.model, parts[2][:W, :1], horizon)
+        plots.series_prediction(
+            out / "prediction.png", truth=Yte[:, 0, 0], clean=clean_targets[:, 0], predicted=pred,
+            continuation=continuation, continuation_truth=parts[2][W : W + horizon, 1],
+        )
+        return metrics
+
+    return Prepared("sine", _topology(rec, opts, window=W), spec, config, (Xtr, Ytr), (Xva, Yva),
+                    (Xte, Yte), {"series": SINE}, report)
+
+
+def closed_loop(topology: Any, model: Any, seed_window: np.ndarray, steps: int) -> np.ndarray:
+    """Continue a series: each prediction becomes the newest input. (steps,) values."""
+    window = np.asarray(seed_window, dtype=np.float32)[None]  # (1, W, 1)
+    out = []
+    with no_grad():
+        for _ in range(steps):
+            value, _ = topology.predict(model, window)
+            v = float(_host(value).reshape(-1)[0])
+            out.append(v)
+            window = np.concatenate([window[:, 1:], [[[v]]]], axis=1).astype(np.float32)
+    return np.asarray(out)
+
+
+# ---- waves: waveform classification ------------------------------------------------
+@recipe("waves", "waveform classification: sine/square/sawtooth/triangle (many-to-one, softmax)",
+        "many-to-one", ("many-to-one", "one-to-one"))
+def _waves(opts: Options, rec: Recipe) -> Prepared:
+    T = 40
+    X, y = D.waveforms_classification(3000, T, seed=opts.seed, noise_std=0.1)
+    n_tr, n_va = 2400, 300
+    spec = topologies.ModelSpec(cell=opts.cell or "lstm", hidden_size=_pick(opts.hidden_size, 32),
+                                output_size=len(D.WAVE_NAMES), head="probabilities",
+                                input_size=1, extra={"window": T})
+    config = _config(opts, epochs=10, batch_size=32, lr=3e-3, optimizer="adam")
+
+    def report(trainer: Trainer, out: Path) -> dict[str, Any]:
+        result = trainer.evaluate((X[n_tr + n_va :], y[n_tr + n_va :]))
+        return {"accuracy": result["accuracy"], "loss": result["loss"]}
+
+    return Prepared("waves", _topology(rec, opts, window=T), spec, config,
+                    (X[:n_tr], y[:n_tr]), (X[n_tr : n_tr + n_va], y[n_tr : n_tr + n_va]),
+                    (X[n_tr + n_va :], y[n_tr + n_va :]), {"classes": list(D.WAVE_NAMES)}, report)
+
+
+# ---- wavegen: parameters -> waveform ----------------------------------------------
+@recipe("wavegen", "waveform generation from parameters (one-to-many, teacher forcing)",
+        "one-to-many")
+def _wavegen(opts: Options, rec: Recipe) -> Prepared:
+    T = 40
+    params, X = D.waveforms_generation(3000, T, seed=opts.seed)
+    n_tr, n_va = 2400, 300
+    spec = topologies.ModelSpec(cell=opts.cell or "lstm", hidden_size=_pick(opts.hidden_size, 64),
+                                output_size=1, head="regression", input_size=1,
+                                extra={"condition_size": params.shape[1]})
+    config = _config(opts, epochs=15, batch_size=32, lr=3e-3, optimizer="adam")
+    test = (params[n_tr + n_va :], X[n_tr + n_va :])
+
+    def report(trainer: Trainer, out: Path) -> dict[str, Any]:
+        result = trainer.evaluate(test)
+        generated = trainer.topology.generate(trainer.model, test[0][:4], T)
+        gen_mse = float(np.mean((generated - test[1][:4]) ** 2))
+        plots.generated_waves(out / "generated.png", test[1][:4, :, 0], generated[:, :, 0],
+                              [D.WAVE_NAMES[int(np.argmax(p[:4]))] for p in test[0][:4]])
+        return {"mse": result["mse"], "generated_mse": gen_mse}
+
+    return Prepared("wavegen", _topology(rec, opts), spec, config,
+                    (params[:n_tr], X[:n_tr]), (params[n_tr : n_tr + n_va], X[n_tr : n_tr + n_va]),
+                    test, {}, report)
+
+
+# ---- ptb: word-level language model ------------------------------------------------
+@recipe("ptb", "PTB word LM (synced, stateful truncated BPTT); --large for 2x650 tied",
+        "many-to-many-synced")
+def _ptb(opts: Options, rec: Recipe) -> Prepared:
+    corpus = D.load_ptb(opts.data or None)
+    V = len(corpus.vocab)
+    if opts.large:
+        H = _pick(opts.hidden_size, 650)
+        spec = topologies.ModelSpec(cell=opts.cell or "lstm", hidden_size=H, output_size=V,
+                                    head="probabilities", vocab_size=V, embedding_size=H,
+                                    num_layers=2, dropout=0.5, tie_weights=True, init="pytorch")
+        config = _config(opts, epochs=40, batch_size=20, time_size=35, optimizer="sgd", lr=20.0,
+                         clip=0.25, lr_decay=4.0, eval_batch_size=10)
+    else:
+        spec = topologies.ModelSpec(cell=opts.cell or "lstm", hidden_size=_pick(opts.hidden_size, 100),
+                                    output_size=V, head="probabilities", vocab_size=V,
+                                    embedding_size=100, init="textbook")
+        config = _config(opts, epochs=4, batch_size=20, time_size=35, optimizer="sgd", lr=20.0,
+                         clip=0.25, lr_decay=4.0, eval_batch_size=10)
+    return _language_model("ptb", rec, opts, spec, config, corpus.train, corpus.valid, corpus.test,
+                           corpus.vocab)
+
+
+def _language_model(name: str, rec: Recipe, opts: Options, spec, config, train, valid, test,
+                    vocab) -> Prepared:
+    def report(trainer: Trainer, out: Path) -> dict[str, Any]:
+        # The textbook's measure: one stateful pass over the test corpus at batch 10, time 35.
+        result = trainer.evaluate(test, batch_size=10)
+        plots.curves(out / "perplexity.png", trainer.history, "perplexity")
+        return {"perplexity": result["perplexity"], "loss": result["loss"]}
+
+    return Prepared(name, _topology(rec, opts), spec, config, train, valid, test,
+                    {"vocab": vocab.to_dict()}, report)
+
+
+# ---- text: character LM on any file ------------------------------------------------
+@recipe("text", "character LM on any text file (--data PATH), with sampling",
+        "many-to-many-synced")
+def _text(opts: Options, rec: Recipe) -> Prepared:
+    path = _data_path(opts, "tinyshakespeare", "input.txt")
+    ids, vocab = D.load_text(path, level="char")
+    parts = D.split_series(ids, (0.9, 0.05, 0.05))
+    V = len(vocab)
+    spec = topologies.ModelSpec(cell=opts.cell or "lstm", hidden_size=_pick(opts.hidden_size, 256),
+                                output_size=V, head="probabilities", vocab_size=V,
+                                embedding_size=64)
+    config = _config(opts, epochs=2, batch_size=32, time_size=64, optimizer="adam", lr=2e-3,
+                     clip=5.0, eval_batch_size=16)
+    return _language_model("text", rec, opts, spec, config, *parts, vocab)
+
+
+# ---- addition and date: seq2seq ----------------------------------------------------
+def _seq2seq(name: str, opts: Options, rec: Recipe, hidden: int, epochs: int,
+             reverse_default: bool) -> Prepared:
+    reverse = reverse_default if opts.reverse is None else opts.reverse
+    path = opts.data or name
+    sets = D.load_seq2seq(path, reverse_input=reverse, seed=1984)
+    V = len(sets.vocab)
+    spec = topologies.ModelSpec(cell=opts.cell or "lstm", hidden_size=_pick(opts.hidden_size, hidden),
+                                output_size=V, head="probabilities", vocab_size=V,
+                                embedding_size=16, init="textbook")
+    config = _config(opts, epochs=epochs, batch_size=128, optimizer="adam", lr=1e-3, clip=5.0)
+    topology = _topology(rec, opts, peeky=opts.peeky, attention=opts.attention)
+    # Validation is a held-out slice of the training split; the test split stays untouched.
+    n_valid = min(1000, len(sets.x_train) // 10)
+    train = (sets.x_train[n_valid:], sets.t_train[n_valid:])
+    valid = (sets.x_train[:n_valid], sets.t_train[:n_valid])
+    test = (sets.x_test, sets.t_test)
+
+    def report(trainer: Trainer, out: Path) -> dict[str, Any]:
+        result = trainer.evaluate(test)
+        decoded, _ = trainer.topology.predict(trainer.model, test[0][:10],
+                                              length=test[1].shape[1] - 1, start_id=sets.start_id)
+        examples = [
+            {"question": sets.decode_question(q), "answer": sets.decode(t[1:]),
+             "predicted": sets.decode(p)}
+            for q, t, p in zip(test[0][:10], test[1][:10], decoded)
+        ]
+        plots.curves(out / "accuracy.png", trainer.history, "accuracy")
+        plots.examples(out / "examples.png", examples)
+        return {"accuracy": result["accuracy"], "loss": result["loss"], "examples": examples}
+
+    return Prepared(name, topology, spec, config, train, valid, test,
+                    {"vocab": sets.vocab.to_dict(), "reverse_input": reverse}, report)
+
+
+@recipe("addition", "seq2seq addition (e.g. 16+75 -> 91); --reverse, --peeky, --attention",
+        "many-to-many-seq2seq")
+def _addition(opts: Options, rec: Recipe) -> Prepared:
+    return _seq2seq("addition", opts, rec, hidden=128, epochs=25, reverse_default=False)
+
+
+@recipe("date", "seq2seq date normalisation to ISO; reversed input by default; --attention",
+        "many-to-many-seq2seq")
+def _date(opts: Options, rec: Recipe) -> Prepared:
+    return _seq2seq("date", opts, rec, hidden=256, epochs=10, reverse_default=True)
+
+
+def prepare(name: str, opts: Options) -> Prepared:
+    """Prepare recipe `name` with the user's options."""
+    rec = get_recipe(name)
+    prepared = rec.build(opts, rec)
+    prepared.extra.update(
+        {"recipe": name, "options": opts.to_dict(), "spec": prepared.spec.to_dict(),
+         "topology_name": prepared.topology.name, "topology_options": prepared.topology.config}
+    )
+    return prepared
+
+
+def rebuild_model(extra: dict[str, Any]) -> tuple[Any, Any]:
+    """(topology, model) from a checkpoint's extra dict alone."""
+    topology = topologies.create(extra["topology_name"], **extra["topology_options"])
+    spec = topologies.ModelSpec(**extra["spec"])
+    return topology, topology.build(spec)
+

@@ -1,0 +1,479 @@
+"""The Trainer: one loop per hidden-state policy, validation, schedules, checkpoints.
+
+- stateless topologies read shuffled (X, Y) samples through a DataLoader and
+  start every batch from a zero state;
+- stateful topologies read a StatefulBatcher stream in time order and carry
+  the state from batch to batch, detached, resetting it where an epoch starts.
+
+Validation runs after each epoch with a state of its own, so it never touches
+the training carry. Checkpoints hold everything needed to continue exactly
+where the run stopped, mid-epoch included.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import checkpoint as ckpt
+from .. import optim
+from ..backend import get_backend
+from ..data import DataLoader, StatefulBatcher, check_not_shuffled
+from ..nn import clip_grad_norm
+from ..random import get_rng_state, set_rng_state
+from ..tensor import Tensor, no_grad
+from .progress import Progress
+
+__all__ = ["TrainConfig", "Trainer", "TrainingDivergedError", "write_json_atomic"]
+
+CHECKPOINT_NAME = "checkpoint.npz"
+METRICS_NAME = "metrics.json"
+
+
+class TrainingDivergedError(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything that shapes a training run. JSON-able; stored in checkpoints."""
+
+    epochs: int = 1
+    batch_size: int = 32
+    time_size: int = 35  # truncation length of a stateful stream
+    eval_batch_size: int | None = None  # default: batch_size
+    eval_time_size: int | None = None  # default: time_size
+    optimizer: str = "adam"  # sgd | momentum | adagrad | rmsprop | adam
+    lr: float = 1e-3
+    momentum: float = 0.9
+    clip: float | None = None  # max gradient norm
+    shuffle: bool = True  # stateless only; a stateful stream is never shuffled
+    seed: int = 0
+    max_steps: int | None = None  # stop after this many optimizer steps (smoke runs)
+    lr_decay: float | None = None  # divide lr by this when validation stops improving
+    patience: int | None = None  # early stopping: epochs without improvement
+    checkpoint_every: int | None = None  # steps; also at each epoch end and on Ctrl-C
+    quiet: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "time_size"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0; got {self.lr}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError(f"max_steps must be >= 1; got {self.max_steps}")
+        if self.checkpoint_every is not None and self.checkpoint_every < 1:
+            raise ValueError(f"checkpoint_every must be >= 1; got {self.checkpoint_every}")
+        if self.lr_decay is not None and self.lr_decay <= 1:
+            raise ValueError(f"lr_decay must be > 1 (lr is divided by it); got {self.lr_decay}")
+
+
+def make_optimizer(name: str, params: list, config: TrainConfig) -> Any:
+    """The optimizer `name` over `params`, with the config's learning rate."""
+    makers = {
+        "sgd": lambda: optim.SGD(params, lr=config.lr),
+        "momentum": lambda: optim.SGD(params, lr=config.lr, momentum=config.momentum),
+        "adagrad": lambda: optim.AdaGrad(params, lr=config.lr),
+        "rmsprop": lambda: optim.RMSprop(params, lr=config.lr),
+        "adam": lambda: optim.Adam(params, lr=config.lr),
+    }
+    if name not in makers:
+        raise ValueError(f"optimizer must be one of {sorted(makers)}; got {name!r}")
+    return makers[name]()
+
+
+def write_json_atomic(path: str | os.PathLike, payload: Any) -> None:
+    """Write JSON to a temporary file, then rename: readers never see half a file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w") as fh:
+        json.dump(payload, fh, indent=2, default=_json_default)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"not JSON-able: {type(value).__name__}")
+
+
+def _host(a: Any) -> np.ndarray:
+    a = a.data if isinstance(a, Tensor) else a
+    return a.get() if hasattr(a, "get") else np.asarray(a)
+
+
+def _flatten_state(state: Any) -> list[Any]:
+    if state is None:
+        return []
+    return [state] if isinstance(state, Tensor) else list(state)
+
+
+class Trainer:
+    """Fit a topology's model on training data; validate, checkpoint, log.
+
+    Args:
+        topology: a Topology instance (its `stateful` flag picks the loop).
+        model: the Module that `topology.build` made.
+        config: a TrainConfig.
+        train: (X, Y) arrays for a stateless topology; one stream array
+            (token ids (L,) or a series (L, F)) for a stateful one.
+        valid: the same kind of data, for the per-epoch validation (optional).
+        out_dir: where `checkpoint.npz` and `metrics.json` go (None: nowhere).
+        extra: JSON-able facts to store in every checkpoint and in metrics.json
+            (recipe, model spec, vocabulary...), so evaluate/generate can
+            rebuild the model from the checkpoint alone.
+        optimizer: defaults to `config.optimizer` over the model's parameters.
+    """
+
+    def __init__(
+        self,
+        topology: Any,
+        model: Any,
+        config: TrainConfig,
+        train: Any,
+        valid: Any = None,
+        out_dir: str | os.PathLike | None = None,
+        extra: dict[str, Any] | None = None,
+        optimizer: Any = None,
+    ):
+        self.topology = topology
+        self.model = model
+        self.config = config
+        self.stateful = bool(topology.stateful)
+        if self.stateful:
+            check_not_shuffled(config.shuffle, f"a Trainer for the stateful topology {topology.name!r}")
+            self._check_stream(train, "train")
+            if valid is not None:
+                self._check_stream(valid, "valid")
+        else:
+            self._check_pairs(train, "train")
+            if valid is not None:
+                self._check_pairs(valid, "valid")
+        self.train_data = train
+        self.valid_data = valid
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.extra = dict(extra or {})
+        self.optimizer = optimizer or make_optimizer(config.optimizer, model.parameters(), config)
+        self.loader = self._make_train_loader()
+        self.history: list[dict[str, Any]] = []
+        self.epoch = 0  # completed epochs
+        self.step = 0  # optimizer steps taken
+        self.carried: Any = None  # the stateful carry, detached
+        self.batch_in_epoch = 0  # batches of the current epoch already trained on
+        self.best: float | None = None
+        self.bad_epochs = 0
+        self.stopped_early = False
+        self.throughput: float | None = None
+
+    # ---- data --------------------------------------------------------------------
+    def _check_stream(self, data: Any, name: str) -> None:
+        if isinstance(data, tuple):
+            raise ValueError(
+                f"{name}: the stateful topology {self.topology.name!r} reads one stream "
+                "(token ids (L,) or a series (L, F)), not (X, Y) pairs"
+            )
+
+    def _check_pairs(self, data: Any, name: str) -> None:
+        if not (isinstance(data, tuple) and len(data) == 2):
+            raise ValueError(
+                f"{name}: the stateless topology {self.topology.name!r} reads (X, Y) pairs; "
+                f"got {type(data).__name__}"
+            )
+        self.topology.check_data(np.asarray(data[0]), np.asarray(data[1]))
+
+    def _make_train_loader(self) -> Any:
+        c = self.config
+        if self.stateful:
+            return StatefulBatcher(self.train_data, c.batch_size, c.time_size)
+        X, Y = self.train_data
+        return DataLoader(X, Y, c.batch_size, shuffle=c.shuffle, seed=c.seed + 1)
+
+    def _eval_batches(self, data: Any, batch_size: int | None = None) -> Any:
+        c = self.config
+        if self.stateful:
+            return StatefulBatcher(
+                data, batch_size or c.eval_batch_size or c.batch_size, c.eval_time_size or c.time_size
+            )
+        X, Y = data
+        return DataLoader(X, Y, batch_size or c.eval_batch_size or c.batch_size, shuffle=False)
+
+    # ---- evaluation --------------------------------------------------------------
+    def evaluate(self, data: Any, batch_size: int | None = None) -> dict[str, float]:
+        """Mean loss and the topology's metrics over `data`, with a fresh state.
+
+        Stateful data is read as one stateful pass (the textbook's perplexity);
+        the training carry is left alone.
+        """
+        was_training = self.model.training
+        self.model.eval()
+        total_loss = 0.0
+        total_count = 0
+        sums: dict[str, list[float]] = {}
+        state = None
+        try:
+            with no_grad():
+                for inputs, targets in self._eval_batches(data, batch_size):
+                    out = self.topology.loss(self.model, inputs, targets, state)
+                    state = out.state
+                    total_loss += float(out.loss.item()) * out.count
+                    total_count += out.count
+                    for name, (value, n) in self.topology.batch_metrics(
+                        self.model, inputs, targets, out
+                    ).items():
+                        acc = sums.setdefault(name, [0.0, 0.0])
+                        acc[0] += float(value)
+                        acc[1] += n
+        finally:
+            self.model.train(was_training)
+        mean_loss = total_loss / max(total_count, 1)
+        result = {"loss": mean_loss}
+        if self.model_head_kind() == "regression":
+            result["mse"] = mean_loss
+        elif self.stateful:
+            result["perplexity"] = float(math.exp(min(mean_loss, 700.0)))
+        for name, (value, n) in sums.items():
+            result[name] = value / max(n, 1)
+        return result
+
+    def model_head_kind(self) -> str:
+        head = getattr(self.model, "head", None)
+        return getattr(head, "kind", "regression")
+
+    @property
+    def monitor(self) -> str:
+        """The validation metric the schedule watches (lower is better)."""
+        if self.model_head_kind() == "regression":
+            return "mse"
+        return "perplexity" if self.stateful else "loss"
+
+    # ---- training ----------------------------------------------------------------
+    def fit(self) -> list[dict[str, Any]]:
+        """Train for `config.epochs` epochs (or `max_steps` steps); returns the history.
+
+        Ctrl-C saves a checkpoint, then re-raises KeyboardInterrupt.
+        """
+        c = self.config
+        try:
+            while self.epoch < c.epochs and not self._budget_spent() and not self.stopped_early:
+                self._run_epoch()
+        except KeyboardInterrupt:
+            self.save_checkpoint()
+            raise
+        self.write_metrics()
+        return self.history
+
+    def _budget_spent(self) -> bool:
+        return self.config.max_steps is not None and self.step >= self.config.max_steps
+
+    def _run_epoch(self) -> None:
+        c = self.config
+        loader = self.loader
+        unit = "tokens" if self.stateful and self.model_head_kind() != "regression" else "samples"
+        progress = Progress(len(loader), f"epoch {self.epoch + 1}/{c.epochs}", unit, c.quiet)
+        params = self.model.parameters()
+        batches = iter(loader)  # sets the epoch up now: fresh, or the resumed position
+        self.batch_in_epoch = loader.state_dict()["next_batch"]
+        epoch_loss = 0.0
+        epoch_count = 0
+        started = time.perf_counter()
+        self.model.train()
+        try:
+            for inputs, targets in batches:
+                if self.stateful and loader.epoch_start(self.batch_in_epoch):
+                    self.carried = None
+                out = self.topology.loss(self.model, inputs, targets, self.carried)
+                loss_value = float(out.loss.item())
+                if not math.isfinite(loss_value):
+                    raise TrainingDivergedError(
+                        f"the loss became {loss_value} at step {self.step + 1} (epoch "
+                        f"{self.epoch + 1}); training stopped. The last good checkpoint is kept"
+                        + (f" in {self.out_dir / CHECKPOINT_NAME}" if self.out_dir else "")
+                        + ". Try a smaller lr or a gradient clip."
+                    )
+                out.loss.backward()
+                if c.clip is not None:
+                    clip_grad_norm(params, c.clip)
+                self.optimizer.step()
+                self.optimizer.zero_grad()
+                if self.stateful:
+                    self.carried = _detach(out.state)
+                self.step += 1
+                self.batch_in_epoch += 1
+                epoch_loss += loss_value * out.count
+                epoch_count += out.count
+                progress.update(loss_value, out.count)
+                if c.checkpoint_every and self.step % c.checkpoint_every == 0:
+                    self.save_checkpoint()
+                if self._budget_spent():
+                    break
+        finally:
+            progress.close()
+        seconds = time.perf_counter() - started
+        finished_epoch = self.batch_in_epoch >= len(loader)
+        if finished_epoch:
+            self.epoch += 1
+        self.throughput = epoch_count / max(seconds, 1e-9)
+        record: dict[str, Any] = {
+            "epoch": self.epoch if finished_epoch else self.epoch + 1,
+            "step": self.step,
+            "complete": finished_epoch,
+            "train_loss": epoch_loss / max(epoch_count, 1),
+            "lr": float(self.optimizer.lr),
+            "seconds": seconds,
+            "throughput": self.throughput,
+            "throughput_unit": f"{unit}/s",
+        }
+        if self.valid_data is not None:
+            valid = self.evaluate(self.valid_data)
+            record.update({f"valid_{k}": v for k, v in valid.items()})
+            if finished_epoch:  # a partial epoch (max_steps) must not move the schedule
+                self._schedule(valid[self.monitor])
+        self.history.append(record)
+        progress.log(
+            " ".join(
+                f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                for k, v in record.items()
+                if k in ("epoch", "step", "train_loss", "lr", "throughput") or k.startswith("valid_")
+            )
+        )
+        self.save_checkpoint()
+        self.write_metrics()
+
+    def _schedule(self, value: float) -> None:
+        """Divide lr by `lr_decay` when validation stops improving; maybe stop early."""
+        c = self.config
+        if self.best is None or value < self.best:
+            self.best = value
+            self.bad_epochs = 0
+            return
+        self.bad_epochs += 1
+        if c.lr_decay:
+            self.optimizer.lr = self.optimizer.lr / c.lr_decay
+        if c.patience is not None and self.bad_epochs >= c.patience:
+            self.stopped_early = True
+
+    # ---- persistence -------------------------------------------------------------
+    def training_state(self) -> dict[str, Any]:
+        """The JSON-able part of a checkpoint (the arrays go beside it)."""
+        return {
+            "kind": "tinygrad-rnn-training",
+            "config": asdict(self.config),
+            "topology": {"name": self.topology.name, "options": self.topology.config},
+            "epoch": self.epoch,
+            "step": self.step,
+            "loader": _jsonable({**self.loader.state_dict(), "next_batch": self.batch_in_epoch}),
+            "rng": _jsonable(get_rng_state()),
+            "best": self.best,
+            "bad_epochs": self.bad_epochs,
+            "stopped_early": self.stopped_early,
+            "lr": float(self.optimizer.lr),
+            "history": self.history,
+            "carried_state": len(_flatten_state(self.carried)),
+            **self.extra,
+        }
+
+    def save_checkpoint(self) -> Path | None:
+        """Write `checkpoint.npz` atomically (nothing when out_dir is None)."""
+        if self.out_dir is None:
+            return None
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        path = self.out_dir / CHECKPOINT_NAME
+        arrays = {f"carried_{i}": _host(s) for i, s in enumerate(_flatten_state(self.carried))}
+        ckpt.save(path, self.model, self.optimizer, extra=self.training_state(), arrays=arrays)
+        return path
+
+    def resume(self, path: str | os.PathLike) -> None:
+        """Continue from a checkpoint file, or a run directory's latest checkpoint."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / CHECKPOINT_NAME
+        if not path.exists():
+            raise FileNotFoundError(f"no checkpoint to resume at {path}")
+        state = ckpt.load(path, self.model, self.optimizer)
+        arrays = ckpt.load_arrays(path)
+        if state.get("kind") != "tinygrad-rnn-training":
+            raise ValueError(f"{path} is a model checkpoint, not a training checkpoint")
+        self.epoch = int(state["epoch"])
+        self.step = int(state["step"])
+        self.best = state["best"]
+        self.bad_epochs = int(state["bad_epochs"])
+        self.stopped_early = bool(state["stopped_early"])
+        self.optimizer.lr = float(state["lr"])
+        self.history = list(state["history"])
+        self.loader.load_state_dict(_from_jsonable(state["loader"]))
+        set_rng_state(state["rng"])
+        carried = [arrays[f"carried_{i}"] for i in range(int(state["carried_state"]))]
+        if carried:
+            target = get_backend(self.model.parameters()[0].backend)
+            tensors = [Tensor(target.asarray(a)) for a in carried]
+            self.carried = tensors[0] if len(tensors) == 1 else tuple(tensors)
+        else:
+            self.carried = None
+
+    def write_metrics(self, test: dict[str, float] | None = None) -> None:
+        """Rewrite metrics.json: config, history so far, test metrics, throughput."""
+        if self.out_dir is None:
+            return
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        path = self.out_dir / METRICS_NAME
+        previous: dict[str, Any] = {}
+        if path.exists():
+            try:
+                previous = json.loads(path.read_text())
+            except (OSError, ValueError):
+                previous = {}
+        payload = {
+            "config": {"train": asdict(self.config), **self.extra},
+            "history": self.history,
+            "test": test if test is not None else previous.get("test", {}),
+            "throughput": self.throughput,
+            "steps": self.step,
+        }
+        write_json_atomic(path, payload)
+
+
+def _detach(state: Any) -> Any:
+    if state is None:
+        return None
+    if isinstance(state, Tensor):
+        return state.detach()
+    return tuple(_detach(s) for s in state)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return {"__ndarray__": value.tolist(), "dtype": str(value.dtype)}
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    return value
+
+
+def _from_jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        if "__ndarray__" in value:
+            return np.asarray(value["__ndarray__"], dtype=value["dtype"])
+        return {k: _from_jsonable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_from_jsonable(v) for v in value]
+    return value
+

@@ -1,0 +1,294 @@
+"""The topology contract, and the model parts every topology shares.
+
+A topology says how a recurrent network is wired in time. A subclass of
+`Topology` defines, in about a page:
+
+- `build(spec)`: the model, from a cell type, the sizes and a head;
+- `check_data(inputs, targets)`: which data it accepts (a clear error otherwise);
+- `loss(model, inputs, targets, state)`: which steps feed the network and which
+  steps the loss scores; returns the loss, the state to carry and the count of
+  scored items;
+- `predict(model, inputs, state)` (and optionally `generate`): inference;
+- `stateful`: the hidden-state policy. Stateless topologies start every batch
+  from a zero state; stateful ones get back the state they returned, detached
+  from the graph, so backward is truncated at the batch boundary.
+
+Heads come in the two kinds the field uses: `regression` (identity + MSE) and
+`probabilities` (softmax + cross-entropy).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar, NamedTuple
+
+import numpy as np
+
+from tinygrad_rnn import nn
+from tinygrad_rnn.backend import get_backend
+from tinygrad_rnn.nn import functional as F
+from tinygrad_rnn.tensor import Tensor, tensor
+
+__all__ = [
+    "Topology",
+    "TopologyDataError",
+    "ModelSpec",
+    "StepOutput",
+    "Head",
+    "RecurrentModel",
+    "make_recurrent",
+    "detach_state",
+    "targets_like",
+    "CELLS",
+    "HEADS",
+]
+
+CELLS = ("rnn", "lstm", "gru")
+HEADS = ("regression", "probabilities")
+
+
+class TopologyDataError(ValueError):
+    """The data does not suit the topology (wrong kind, shape or dtype)."""
+
+
+@dataclass
+class ModelSpec:
+    """What a topology needs to build a model. JSON-able (stored in checkpoints).
+
+    Inputs are either real-valued features (`input_size` per step) or token
+    ids (`vocab_size`, embedded to `embedding_size`). `output_size` is the
+    number of values (regression) or classes (probabilities) per scored step.
+    """
+
+    cell: str = "lstm"
+    hidden_size: int = 64
+    output_size: int = 1
+    head: str = "regression"
+    input_size: int | None = None
+    vocab_size: int | None = None
+    embedding_size: int = 16
+    num_layers: int = 1
+    dropout: float = 0.0
+    tie_weights: bool = False
+    init: str = "pytorch"  # or "textbook": randn/sqrt(fan_in), embedding randn/100, zero bias
+    dtype: str = "float32"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.cell not in CELLS:
+            raise ValueError(f"cell must be one of {CELLS}; got {self.cell!r}")
+        if self.head not in HEADS:
+            raise ValueError(f"head must be one of {HEADS}; got {self.head!r}")
+        if (self.input_size is None) == (self.vocab_size is None):
+            raise ValueError(
+                "give exactly one of input_size (real-valued inputs) and vocab_size "
+                f"(token ids); got input_size={self.input_size}, vocab_size={self.vocab_size}"
+            )
+        for name in ("hidden_size", "output_size", "num_layers", "embedding_size"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1); got {self.dropout}")
+
+    @property
+    def step_input_size(self) -> int:
+        """Features the recurrent layer sees per step (after any embedding)."""
+        return self.embedding_size if self.vocab_size is not None else int(self.input_size)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class StepOutput(NamedTuple):
+    """What `Topology.loss` returns."""
+
+    loss: Tensor  # scalar, averaged over the scored items
+    state: Any  # the state to carry (stateful) or None
+    count: int  # scored items (tokens, samples): for weighted averages and throughput
+    outputs: Tensor | None = None  # head outputs of the scored steps, for metrics
+
+
+def make_recurrent(spec: ModelSpec, input_size: int | None = None, generator=None) -> nn.Module:
+    """The stacked recurrent layer (`nn.RNN`, `nn.LSTM` or `nn.GRU`) that `spec` names."""
+    layer = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}[spec.cell]
+    return layer(
+        spec.step_input_size if input_size is None else input_size,
+        spec.hidden_size,
+        num_layers=spec.num_layers,
+        dropout=spec.dropout if spec.num_layers > 1 else 0.0,
+        dtype=spec.dtype,
+        generator=generator,
+    )
+
+
+def detach_state(state: Any) -> Any:
+    """Cut a carried state from the graph: values kept, history dropped."""
+    if state is None:
+        return None
+    if isinstance(state, Tensor):
+        return state.detach()
+    return type(state)(detach_state(s) for s in state)
+
+
+class Head(nn.Module):
+    """Linear read-out plus the loss of its kind.
+
+    regression: identity + mean squared error, outputs are values.
+    probabilities: softmax + cross-entropy, outputs are logits (softmax at predict time).
+    """
+
+    def __init__(self, in_features: int, spec: ModelSpec, generator=None):
+        super().__init__()
+        self.kind = spec.head
+        self.linear = nn.Linear(
+            in_features, spec.output_size, dtype=spec.dtype, generator=generator
+        )
+
+    def forward(self, h: Tensor) -> Tensor:
+        return self.linear(h)
+
+    def loss(self, outputs: Tensor, targets: Any) -> Tensor:
+        if self.kind == "regression":
+            return F.mse_loss(outputs, targets)
+        return F.softmax_cross_entropy(outputs, targets)
+
+    def predict(self, outputs: Tensor) -> Any:
+        """Values (regression) or class probabilities (probabilities), raw arrays."""
+        return outputs.data if self.kind == "regression" else outputs.softmax(axis=-1).data
+
+
+class RecurrentModel(nn.Module):
+    """Inputs -> (embedding) -> stacked RNN/LSTM/GRU -> dropout -> head.
+
+    inputs: token ids (N, T) when `spec.vocab_size` is set, else values (N, T, D).
+    `features` returns the recurrent outputs (N, T, H) and the final state; the
+    topology decides which steps go through `head` and into the loss.
+    `extra_input_size` widens the recurrent input for topologies that append
+    a conditioning vector to every step (one-to-many, peeky decoders).
+    """
+
+    def __init__(self, spec: ModelSpec, generator=None, extra_input_size: int = 0):
+        super().__init__()
+        self.spec = spec
+        self.embedding = None
+        if spec.vocab_size is not None:
+            self.embedding = nn.Embedding(
+                spec.vocab_size, spec.embedding_size, dtype=spec.dtype, generator=generator
+            )
+        self.rnn = make_recurrent(spec, spec.step_input_size + extra_input_size, generator)
+        self.dropout = nn.Dropout(spec.dropout, generator=generator) if spec.dropout else None
+        self.head = Head(spec.hidden_size, spec, generator)
+        if spec.init == "textbook":
+            nn.init.textbook_init_(self, generator)
+        if spec.tie_weights:
+            if self.embedding is None or spec.embedding_size != spec.hidden_size:
+                raise ValueError(
+                    "tie_weights needs token inputs and embedding_size == hidden_size; got "
+                    f"vocab_size={spec.vocab_size}, embedding_size={spec.embedding_size}, "
+                    f"hidden_size={spec.hidden_size}"
+                )
+            if spec.output_size != spec.vocab_size:
+                raise ValueError(
+                    f"tie_weights needs output_size == vocab_size; got {spec.output_size} "
+                    f"and {spec.vocab_size}"
+                )
+            self.head.linear.weight = self.embedding.weight  # tied by identity
+
+    def embed(self, inputs: Any) -> Tensor:
+        """(N, T) ids -> (N, T, E), or (N, T, D) values as a Tensor; dropout applied."""
+        x = self.embedding(inputs) if self.embedding is not None else _as_tensor(inputs)
+        return self.dropout(x) if self.dropout is not None else x
+
+    def features(self, inputs: Any, state: Any = None, lengths: Any = None) -> tuple[Tensor, Any]:
+        """Recurrent outputs (N, T, H) (dropout applied) and the final state."""
+        out, state = self.rnn(self.embed(inputs), state, lengths=lengths)
+        return (self.dropout(out) if self.dropout is not None else out), state
+
+
+def _as_tensor(value: Any) -> Tensor:
+    return value if isinstance(value, Tensor) else tensor(value)
+
+
+def targets_like(targets: Any, outputs: Tensor) -> Tensor:
+    """Targets as a constant Tensor on the outputs' backend.
+
+    Real-valued targets take the outputs' dtype; integer class ids stay integers.
+    """
+    data = targets.data if isinstance(targets, Tensor) else targets
+    kind = data.dtype.kind if hasattr(data, "dtype") else np.asarray(data).dtype.kind
+    dtype = outputs.dtype if kind == "f" else None
+    return Tensor(get_backend(outputs.backend).asarray(data, dtype=dtype))
+
+
+class Topology:
+    """Base class of every topology, built-in or plugin. See the module docstring."""
+
+    name: ClassVar[str] = ""
+    aliases: ClassVar[tuple[str, ...]] = ()
+    description: ClassVar[str] = ""
+    #: True: the trainer reads a StatefulBatcher stream and carries the state.
+    stateful: bool = False
+    #: Options a user may set (``--peeky``, ...), with their defaults.
+    options: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, **options: Any):
+        unknown = sorted(set(options) - set(self.options) - {"stateful"})
+        if unknown:
+            raise ValueError(
+                f"topology {self.name!r} has no option(s) {unknown}; it takes "
+                f"{sorted(self.options) or 'none'}"
+            )
+        self.config = {**self.options, **options}
+        if "stateful" in options:
+            self.stateful = bool(options["stateful"])
+        for key, value in self.config.items():
+            if key != "stateful":
+                setattr(self, key, value)
+
+    @classmethod
+    def summary(cls) -> str:
+        """The one-line description shown by `topologies.available()`."""
+        doc = (cls.__doc__ or "").strip().splitlines()
+        return cls.description or (doc[0] if doc else cls.__name__)
+
+    def __repr__(self) -> str:
+        opts = ", ".join(f"{k}={v!r}" for k, v in self.config.items())
+        return f"{type(self).__name__}({opts})"
+
+    # ---- the contract ------------------------------------------------------------
+    def build(self, spec: ModelSpec, generator: np.random.Generator | None = None) -> nn.Module:
+        raise NotImplementedError
+
+    def check_data(self, inputs: Any, targets: Any) -> None:
+        """Raise TopologyDataError when the arrays do not suit this topology."""
+
+    def loss(self, model: nn.Module, inputs: Any, targets: Any, state: Any = None) -> StepOutput:
+        raise NotImplementedError
+
+    def predict(self, model: nn.Module, inputs: Any, state: Any = None) -> tuple[Any, Any]:
+        raise NotImplementedError
+
+    def batch_metrics(
+        self, model: nn.Module, inputs: Any, targets: Any, out: StepOutput
+    ) -> dict[str, tuple[Any, int]]:
+        """Metric sums over one evaluated batch, as name -> (sum, count).
+
+        The trainer adds them up over the data and divides. Default: the
+        accuracy of the argmax, for a probabilities head whose outputs line up
+        with the targets.
+        """
+        head = getattr(model, "head", None)
+        if getattr(head, "kind", None) != "probabilities" or out.outputs is None:
+            return {}
+        predicted = out.outputs.data.argmax(axis=-1)
+        expected = targets_like(targets, out.outputs).data
+        if predicted.shape != expected.shape:
+            return {}
+        return {"accuracy": ((predicted == expected).sum(), int(expected.size))}
+
+    # ---- helpers for subclasses ----------------------------------------------------
+    @staticmethod
+    def require(condition: bool, message: str) -> None:
+        """Raise TopologyDataError(message) unless `condition` holds."""
+        if not condition:
+            raise TopologyDataError(message)

@@ -1,0 +1,72 @@
+"""many-to-one: read a whole sequence, score only its last step."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tinygrad_rnn.tensor import Tensor, no_grad
+
+from .base import ModelSpec, RecurrentModel, StepOutput, Topology, detach_state, targets_like
+from .registry import register
+
+
+@register("many-to-one", aliases=("m2o",))
+class ManyToOne(Topology):
+    """Reads a sequence and scores the last step: next-value regression, sequence classification.
+
+    inputs: values (N, T, D) or token ids (N, T). targets: regression values
+    (N, F) (a (N, 1, F) window target is accepted), or class ids (N,).
+
+    Option `time_size`: read a long sequence in chunks of that many steps,
+    carrying the state between chunks but cutting it from the graph, so
+    backward is truncated to the last chunk (predicting step 1001 from 1000
+    with BPTT over the last 30).
+    """
+
+    options = {"time_size": None}
+
+    def build(self, spec: ModelSpec, generator=None) -> RecurrentModel:
+        return RecurrentModel(spec, generator)
+
+    def check_data(self, inputs: Any, targets: Any) -> None:
+        self.require(
+            inputs.ndim in (2, 3),
+            f"many-to-one takes inputs (N, T, D) or token ids (N, T); got shape {inputs.shape}",
+        )
+        self.require(
+            len(targets) == len(inputs),
+            f"many-to-one needs one target per sequence: {len(inputs)} inputs, "
+            f"{len(targets)} targets",
+        )
+        self.require(
+            targets.ndim in (1, 2) or (targets.ndim == 3 and targets.shape[1] == 1),
+            "many-to-one scores one step: targets (N,) class ids or (N, F) values "
+            f"(or (N, 1, F)); got shape {targets.shape}",
+        )
+
+    def last_step(self, model: RecurrentModel, inputs: Any, state: Any = None) -> Tensor:
+        """Head outputs of the last step, (N, F) or (N, C)."""
+        T = inputs.shape[1]
+        chunk = self.time_size or T
+        if chunk < T:
+            # Earlier chunks only move the state forward: no graph is kept for them.
+            with no_grad():
+                for start in range(0, T - chunk, chunk):
+                    _, state = model.features(inputs[:, start : start + chunk], state)
+            state = detach_state(state)
+            inputs = inputs[:, T - ((T - 1) % chunk + 1) :]
+        out, _ = model.features(inputs, state)
+        return model.head(out[:, -1])
+
+    def loss(
+        self, model: RecurrentModel, inputs: Any, targets: Any, state: Any = None
+    ) -> StepOutput:
+        outputs = self.last_step(model, inputs, state)
+        if targets.ndim == 3:
+            targets = targets[:, 0]
+        loss = model.head.loss(outputs, targets_like(targets, outputs))
+        return StepOutput(loss, None, len(inputs), outputs)
+
+    def predict(self, model: RecurrentModel, inputs: Any, state: Any = None) -> tuple[Any, Any]:
+        with no_grad():
+            return model.head.predict(self.last_step(model, inputs, state)), None

@@ -1,0 +1,125 @@
+"""one-to-many: one input vector unrolls into a whole sequence."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from tinygrad_rnn import nn
+from tinygrad_rnn.backend import get_backend
+from tinygrad_rnn.tensor import Tensor, concatenate, no_grad, tensor
+
+from .base import ModelSpec, RecurrentModel, StepOutput, Topology, targets_like
+from .registry import register
+
+
+class ConditionedModel(RecurrentModel):
+    """A RecurrentModel whose state starts from, and whose every step sees, a vector.
+
+    condition (N, P) -> tanh(Linear) is the initial h of every layer (c starts
+    at zero for LSTM); each step's input is [previous output, condition].
+    """
+
+    def __init__(self, spec: ModelSpec, condition_size: int, generator=None):
+        super().__init__(spec, generator, extra_input_size=condition_size)
+        self.condition_size = condition_size
+        self.init_state = nn.Linear(
+            condition_size, spec.hidden_size, dtype=spec.dtype, generator=generator
+        )
+
+    def initial_state(self, condition: Tensor) -> Any:
+        h0 = self.init_state(condition).tanh()  # (N, H)
+        h = concatenate([h0.reshape(1, *h0.shape)] * self.spec.num_layers, axis=0)
+        if self.spec.cell == "lstm":
+            return h, Tensor(get_backend(h.backend).xp.zeros(h.shape, dtype=h.dtype))
+        return h
+
+    def run(self, condition: Tensor, previous: Any, state: Any) -> tuple[Tensor, Any]:
+        """Head outputs for the steps whose previous outputs are `previous`."""
+        x = self.embed(previous)  # (N, T, E or F)
+        N, T = x.shape[:2]
+        cond = concatenate([condition.reshape(N, 1, -1)] * T, axis=1)
+        out, state = self.rnn(concatenate([x, cond], axis=2), state)
+        if self.dropout is not None:
+            out = self.dropout(out)
+        return self.head(out), state
+
+
+@register("one-to-many")
+class OneToMany(Topology):
+    """One input vector sets the initial state and conditions every step; generates a sequence.
+
+    inputs: condition vectors (N, P). targets: values (N, T, F) (regression)
+    or ids (N, T) (probabilities). Training uses teacher forcing: step t sees
+    the true output of step t-1 (zeros, or id `start_id`, at t = 0).
+    Inference generates autoregressively, feeding each prediction back.
+    `spec.extra["condition_size"]` is P.
+    """
+
+    options = {"start_id": 0}
+
+    def build(self, spec: ModelSpec, generator=None) -> ConditionedModel:
+        size = spec.extra.get("condition_size")
+        if not size:
+            raise ValueError('one-to-many needs spec.extra["condition_size"] (P)')
+        return ConditionedModel(spec, int(size), generator)
+
+    def check_data(self, inputs: Any, targets: Any) -> None:
+        self.require(
+            inputs.ndim == 2 and np.asarray(inputs[:1]).dtype.kind == "f",
+            f"one-to-many takes one condition vector per sample, (N, P) floats; got "
+            f"shape {inputs.shape}",
+        )
+        self.require(
+            len(targets) == len(inputs) and targets.ndim in (2, 3),
+            f"one-to-many needs a target sequence per sample, (N, T, F) or (N, T); got "
+            f"{targets.shape} for {len(inputs)} inputs",
+        )
+
+    def _shift_right(self, targets: np.ndarray) -> np.ndarray:
+        first = np.full_like(targets[:, :1], self.start_id if targets.ndim == 2 else 0)
+        return np.concatenate([first, targets[:, :-1]], axis=1)
+
+    def loss(
+        self, model: ConditionedModel, inputs: Any, targets: Any, state: Any = None
+    ) -> StepOutput:
+        condition = tensor(inputs)
+        host_targets = _host(targets)
+        outputs, _ = model.run(
+            condition, self._shift_right(host_targets), model.initial_state(condition)
+        )
+        loss = model.head.loss(outputs, targets_like(host_targets, outputs))
+        return StepOutput(loss, None, int(np.prod(host_targets.shape[:2])), outputs)
+
+    def generate(self, model: ConditionedModel, inputs: Any, length: int) -> np.ndarray:
+        """Greedy autoregressive sequences (N, length, F) values or (N, length) ids."""
+        condition = tensor(inputs)
+        N = condition.shape[0]
+        tokens = model.embedding is not None
+        previous = (
+            np.full((N, 1), self.start_id, dtype=np.int64)
+            if tokens
+            else np.zeros((N, 1, model.spec.output_size), dtype=condition.dtype)
+        )
+        steps = []
+        with no_grad():
+            state = model.initial_state(condition)
+            for _ in range(length):
+                outputs, state = model.run(condition, previous, state)
+                last = outputs.numpy()[:, -1]
+                previous = last.argmax(-1)[:, None] if tokens else last[:, None, :]
+                steps.append(previous)
+        return np.concatenate(steps, axis=1)
+
+    def predict(
+        self, model: ConditionedModel, inputs: Any, state: Any = None, length: int | None = None
+    ) -> tuple[Any, Any]:
+        if length is None:
+            raise ValueError("one-to-many predict needs length= (steps to generate)")
+        return self.generate(model, inputs, length), None
+
+
+def _host(a: Any) -> np.ndarray:
+    a = a.data if isinstance(a, Tensor) else a
+    return a.get() if hasattr(a, "get") else np.asarray(a)

@@ -1,0 +1,107 @@
+"""many-to-many synced: one output per input step (language models, tagging)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from tinygrad_rnn.tensor import no_grad, tensor
+
+from .base import ModelSpec, RecurrentModel, StepOutput, Topology, targets_like
+from .registry import register
+
+
+@register("many-to-many-synced", aliases=("synced",))
+class Synced(Topology):
+    """One output per input step: language models (stateful truncated BPTT) and per-step tagging.
+
+    inputs: token ids (N, T) or values (N, T, D); targets: ids (N, T) or values
+    (N, T, F), one per input step. Stateful by default: the trainer feeds a
+    StatefulBatcher stream and carries the state, detached, from batch to batch.
+    `stateful=False` makes it a per-step tagger on independent windows.
+    """
+
+    stateful = True
+
+    def build(self, spec: ModelSpec, generator=None) -> RecurrentModel:
+        return RecurrentModel(spec, generator)
+
+    def check_data(self, inputs: Any, targets: Any) -> None:
+        self.require(
+            inputs.ndim in (2, 3),
+            f"synced takes token ids (N, T) or values (N, T, D); got shape {inputs.shape}",
+        )
+        self.require(
+            tuple(targets.shape[:2]) == tuple(inputs.shape[:2]),
+            "synced scores every step: targets must share the inputs' (N, T) = "
+            f"{tuple(inputs.shape[:2])}; got {tuple(targets.shape)}",
+        )
+
+    def loss(
+        self, model: RecurrentModel, inputs: Any, targets: Any, state: Any = None
+    ) -> StepOutput:
+        out, state = model.features(inputs, state)
+        outputs = model.head(out)  # (N, T, V) or (N, T, F)
+        loss = model.head.loss(outputs, targets_like(targets, outputs))
+        return StepOutput(loss, state, int(np.prod(inputs.shape[:2])), outputs)
+
+    def predict(self, model: RecurrentModel, inputs: Any, state: Any = None) -> tuple[Any, Any]:
+        with no_grad():
+            out, state = model.features(inputs, state)
+            return model.head.predict(model.head(out)), state
+
+    def generate(
+        self,
+        model: RecurrentModel,
+        prompt: Any,
+        length: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        generator: np.random.Generator | None = None,
+    ) -> np.ndarray:
+        """Continue `prompt` by `length` steps, feeding each output back in.
+
+        Token models sample the next id from softmax(logits / temperature),
+        restricted to the `top_k` most likely when given (temperature 0 is
+        greedy). Regression models continue a series in closed loop: the
+        prediction is the next input. prompt: ids (T,) or values (T, D).
+        Returns the generated steps only, on the host.
+        """
+        if length < 0:
+            raise ValueError(f"length must be >= 0; got {length}")
+        if temperature < 0:
+            raise ValueError(f"temperature must be >= 0; got {temperature}")
+        rng = generator if generator is not None else np.random.default_rng()
+        tokens = model.embedding is not None
+        prompt = np.asarray(prompt)
+        model.eval()
+        generated = []
+        with no_grad():
+            out, state = model.features(tensor(prompt[None]), None)
+            last = model.head(out[:, -1:])
+            for _ in range(length):
+                if tokens:
+                    nxt = _sample(last.numpy()[0, -1], temperature, top_k, rng)
+                    step = np.asarray([[nxt]], dtype=prompt.dtype)
+                else:
+                    nxt = last.numpy()[0, -1].astype(prompt.dtype)
+                    step = nxt[None, None]
+                generated.append(nxt)
+                out, state = model.features(tensor(step), state)
+                last = model.head(out)
+        return np.asarray(generated)
+
+
+def _sample(logits: np.ndarray, temperature: float, top_k: int | None, rng) -> int:
+    """Draw one id from softmax(logits / temperature) over the top_k ids."""
+    logits = logits.astype(np.float64)
+    if temperature == 0:
+        return int(np.argmax(logits))
+    if top_k is not None and 0 < top_k < logits.size:
+        cutoff = np.partition(logits, -top_k)[-top_k]
+        logits = np.where(logits >= cutoff, logits, -np.inf)
+    z = logits / temperature
+    p = np.exp(z - z.max())
+    p /= p.sum()
+    return int(rng.choice(logits.size, p=p))
