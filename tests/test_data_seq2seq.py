@@ -1,0 +1,127 @@
+"""load_seq2seq on the shared toy sets and on small hand-written files."""
+
+import os
+
+import numpy as np
+import pytest
+
+from tinygrad_rnn.data import DataNotFoundError, load_seq2seq
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _data_path(*parts):
+    root = os.environ.get("TINYGRAD_RNN_DATA")
+    if not root:
+        pytest.skip("TINYGRAD_RNN_DATA is not set (point it at the shared data folder)")
+    if not os.path.isabs(root):
+        root = os.path.join(REPO_ROOT, root)
+    path = os.path.join(root, *parts)
+    if not os.path.exists(path):
+        pytest.skip(
+            f"data not found at {path} (TINYGRAD_RNN_DATA={os.environ['TINYGRAD_RNN_DATA']})"
+        )
+    return path
+
+
+@pytest.fixture(scope="module")
+def addition_path():
+    return _data_path("seq2seq", "addition.txt")
+
+
+@pytest.fixture(scope="module")
+def addition(addition_path):
+    return load_seq2seq(addition_path)
+
+
+def test_addition_shapes_split_and_start_token(addition):
+    assert addition.x_train.shape == (45_000, 7)
+    assert addition.t_train.shape == (45_000, 5)
+    assert addition.x_test.shape == (5_000, 7)
+    assert addition.t_test.shape == (5_000, 5)
+    assert sorted(addition.vocab.id_to_token) == sorted("0123456789+ _")
+    assert np.all(addition.t_train[:, 0] == addition.start_id)
+    assert np.all(addition.t_test[:, 0] == addition.start_id)
+
+
+def test_addition_lines_decode_back_to_the_file(addition, addition_path):
+    with open(addition_path, encoding="utf-8") as f:
+        lines = set(f.read().splitlines())
+    decoded = [
+        q + t
+        for q, t in zip(
+            addition.decode(addition.x_train[:50]), addition.decode(addition.t_train[:50])
+        )
+    ]
+    assert all(line in lines for line in decoded)
+    for q, t in zip(addition.decode(addition.x_test[:50]), addition.decode(addition.t_test[:50])):
+        a, b = q.strip().split("+")
+        assert int(t[1:]) == int(a) + int(b)
+
+
+def test_train_and_test_are_disjoint_and_cover_every_line(addition, addition_path):
+    rows = np.concatenate(
+        [
+            np.concatenate([addition.x_train, addition.t_train], axis=1),
+            np.concatenate([addition.x_test, addition.t_test], axis=1),
+        ]
+    )
+    with open(addition_path, encoding="utf-8") as f:
+        lines = sorted(f.read().splitlines())
+    assert sorted(addition.decode(rows)) == lines
+
+
+def test_the_split_is_deterministic_by_seed(addition, addition_path):
+    again = load_seq2seq(addition_path)
+    np.testing.assert_array_equal(again.x_test, addition.x_test)
+    other = load_seq2seq(addition_path, seed=7)
+    assert not np.array_equal(other.x_test, addition.x_test)
+
+
+def test_reverse_input_reverses_each_question(addition, addition_path):
+    reversed_ = load_seq2seq(addition_path, reverse_input=True)
+    np.testing.assert_array_equal(reversed_.x_train, addition.x_train[:, ::-1])
+    np.testing.assert_array_equal(reversed_.t_train, addition.t_train)
+    assert reversed_.decode_question(reversed_.x_train[:5]) == addition.decode(addition.x_train[:5])
+    assert reversed_.decode_question(reversed_.x_train[0]) == addition.decode(addition.x_train[0])
+
+
+def test_date_widths():
+    data = load_seq2seq(_data_path("seq2seq", "date.txt"), test_fraction=0.2)
+    assert data.x_train.shape == (40_000, 29) and data.x_test.shape == (10_000, 29)
+    assert data.t_train.shape == (40_000, 11)
+    assert all(len(t) == 11 and t[0] == "_" for t in data.decode(data.t_test[:20]))
+
+
+def test_a_set_name_is_looked_up_in_the_data_folder(addition, addition_path, monkeypatch, tmp_path):
+    monkeypatch.setenv("TINYGRAD_RNN_DATA", os.path.dirname(os.path.dirname(addition_path)))
+    monkeypatch.chdir(tmp_path)  # no file named "addition" here
+    np.testing.assert_array_equal(load_seq2seq("addition").x_test, addition.x_test)
+
+
+def test_unpadded_lines_are_padded_with_spaces(tmp_path):
+    path = tmp_path / "pairs.txt"
+    path.write_text("1+1_2\n10+10_20\n\n", encoding="utf-8")
+    data = load_seq2seq(path, test_fraction=0.0)
+    assert data.x_train.shape == (2, 5) and data.t_train.shape == (2, 3)
+    assert data.x_test.shape == (0, 5)
+    assert sorted(data.decode(data.x_train)) == ["1+1  ", "10+10"]
+    assert sorted(data.decode(data.t_train)) == ["_2 ", "_20"]
+
+
+def test_only_the_first_underscore_splits(tmp_path):
+    path = tmp_path / "pairs.txt"
+    path.write_text("ab_c_d\n", encoding="utf-8")
+    data = load_seq2seq(path, test_fraction=0.0)
+    assert data.decode(data.t_train[0]) == "_c_d"
+
+
+def test_errors_name_the_problem(tmp_path):
+    with pytest.raises(DataNotFoundError, match="missing.txt"):
+        load_seq2seq(tmp_path / "missing.txt")
+    bad = tmp_path / "bad.txt"
+    bad.write_text("1+1_2\nno separator\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="line 2"):
+        load_seq2seq(bad)
+    with pytest.raises(ValueError, match="test_fraction"):
+        load_seq2seq(bad, test_fraction=1.0)
