@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
 
 import tinygrad_rnn as tr
 from tinygrad_rnn.backend import get_backend
+from tinygrad_rnn.backend import to_host as backend_to_host
 
 settings.register_profile(
     "default", max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow]
@@ -79,5 +79,4 @@ def xp(backend_name):
 
 def to_host(a):
     """A NumPy copy of an array or Tensor from any backend."""
-    a = getattr(a, "data", a)
-    return a.get() if hasattr(a, "get") else np.asarray(a)
+    return backend_to_host(a)

@@ -8,7 +8,8 @@ import numpy as np
 
 from tinygrad_rnn import nn
 from tinygrad_rnn.backend import get_backend
-from tinygrad_rnn.tensor import Tensor, concatenate, no_grad, tensor
+from tinygrad_rnn.ops import concatenate
+from tinygrad_rnn.tensor import Tensor, no_grad, tensor
 
 from .base import ModelSpec, RecurrentModel, StepOutput, Topology, targets_like
 from .registry import register

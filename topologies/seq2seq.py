@@ -8,7 +8,8 @@ import numpy as np
 
 from tinygrad_rnn import nn
 from tinygrad_rnn.backend import get_array_module
-from tinygrad_rnn.tensor import Tensor, concatenate, no_grad
+from tinygrad_rnn.ops import concatenate
+from tinygrad_rnn.tensor import Tensor, no_grad
 
 from .base import Head, ModelSpec, StepOutput, Topology, make_recurrent, targets_like
 from .registry import register

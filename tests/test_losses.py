@@ -1,0 +1,180 @@
+"""Losses and metrics: softmax_cross_entropy, mse_loss, perplexity, accuracy.
+
+Values and gradients are checked against float64 finite differences and,
+where torch is installed, against torch.nn.functional.
+"""
+
+import math
+
+import numpy as np
+import pytest
+from conftest import to_host
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import tinygrad_rnn as tr
+from tinygrad_rnn.nn import functional as F
+from tinygrad_rnn.tensor import GraphReleasedError
+from tinygrad_rnn.testing import gradcheck
+
+
+def host(a):
+    """A NumPy copy of a Tensor or a raw NumPy/CuPy array (such as `.grad`)."""
+    return to_host(a if isinstance(a, tr.Tensor) else tr.Tensor(a))
+
+
+def _case(seed, lead, vocab, ignore_fraction=0.0, ignore_index=-1):
+    rng = np.random.default_rng(seed)
+    logits = rng.standard_normal((*lead, vocab)) * 3
+    targets = rng.integers(0, vocab, size=lead)
+    ignored = rng.random(lead) < ignore_fraction
+    targets[ignored] = ignore_index
+    return logits, targets
+
+
+# ---- softmax_cross_entropy ----------------------------------------------------
+@settings(deadline=None)
+@given(
+    lead=st.lists(st.integers(1, 4), min_size=1, max_size=2),
+    vocab=st.integers(1, 6),
+    ignore_fraction=st.sampled_from([0.0, 0.4]),
+    ignore_index=st.sampled_from([-1, -100, 0]),
+    seed=st.integers(0, 1000),
+)
+def test_cross_entropy_matches_torch_with_ignore_index(
+    lead, vocab, ignore_fraction, ignore_index, seed
+):
+    torch = pytest.importorskip("torch")
+    logits, targets = _case(seed, lead, vocab, ignore_fraction, ignore_index)
+    counted = targets != ignore_index
+    x = tr.tensor(logits, requires_grad=True)
+    loss = F.softmax_cross_entropy(x, targets, ignore_index=ignore_index)
+    loss.backward()
+
+    tx = torch.tensor(logits, requires_grad=True)
+    tloss = torch.nn.functional.cross_entropy(
+        tx.reshape(-1, vocab), torch.tensor(targets).reshape(-1), ignore_index=ignore_index
+    )
+    if not counted.any():  # torch gives NaN here; we define the loss and gradient as 0
+        assert loss.item() == 0 and not host(x.grad).any()
+        return
+    tloss.backward()
+    np.testing.assert_allclose(loss.item(), tloss.item(), rtol=1e-12)
+    np.testing.assert_allclose(host(x.grad), tx.grad.numpy(), rtol=1e-9, atol=1e-14)
+
+
+@settings(deadline=None, max_examples=10)
+@given(lead=st.lists(st.integers(1, 3), min_size=1, max_size=2), vocab=st.integers(2, 4))
+def test_cross_entropy_gradient_matches_finite_differences(lead, vocab):
+    logits, targets = _case(1, lead, vocab, ignore_fraction=0.3)
+    if (targets == -1).all():
+        targets.flat[0] = 0
+    assert gradcheck(lambda z: F.softmax_cross_entropy(z, targets), [logits])
+
+
+def test_cross_entropy_is_stable_for_huge_logits():
+    logits = np.array([[1e4, 0.0, -1e4], [-5e3, 5e3, 5e3]], np.float32)
+    x = tr.tensor(logits, requires_grad=True)
+    loss = F.softmax_cross_entropy(x, np.array([1, 2]))
+    loss.backward()
+    # Row 0: target 1 is 1e4 below the max; row 1: two tied maxima, log 2.
+    np.testing.assert_allclose(loss.item(), (1e4 + math.log(2)) / 2, rtol=1e-6)
+    assert np.isfinite(host(x.grad)).all()
+
+
+def test_cross_entropy_is_one_tape_entry_backwarded_once():
+    logits, targets = _case(0, (2, 3), 5)
+    x = tr.tensor(logits, requires_grad=True)
+    loss = F.softmax_cross_entropy(x, targets)
+    assert [entry.op for entry in loss.tape()] == ["softmax_cross_entropy"]
+    assert loss.shape == () and loss.dtype == np.float64
+    loss.backward()
+    with pytest.raises(GraphReleasedError):
+        loss.backward()
+
+
+def test_cross_entropy_keeps_float32_and_needs_no_tape_under_no_grad():
+    logits, targets = _case(0, (4,), 3)
+    x = tr.tensor(logits.astype(np.float32), requires_grad=True)
+    assert F.softmax_cross_entropy(x, targets).dtype == np.float32
+    with tr.no_grad():
+        loss = F.softmax_cross_entropy(x, targets)
+    assert not loss.requires_grad and loss.tape() == []
+    assert F.cross_entropy is F.softmax_cross_entropy
+
+
+def test_cross_entropy_with_every_target_ignored_is_zero():
+    x = tr.tensor(np.ones((2, 3)), requires_grad=True)
+    loss = F.softmax_cross_entropy(x, np.array([-1, -1]))
+    loss.backward()
+    assert loss.item() == 0.0 and not host(x.grad).any()
+
+
+def test_cross_entropy_reports_bad_targets():
+    x = tr.tensor(np.zeros((2, 4)), requires_grad=True)
+    with pytest.raises(IndexError, match="target 4 .*4 classes"):
+        F.softmax_cross_entropy(x, np.array([0, 4]))
+    with pytest.raises(IndexError, match="target -2"):
+        F.softmax_cross_entropy(x, np.array([-2, 0]))
+    with pytest.raises(ValueError, match=r"targets shape \(3,\).*\(2,\)"):
+        F.softmax_cross_entropy(x, np.array([0, 1, 2]))
+    with pytest.raises(TypeError, match="integers"):
+        F.softmax_cross_entropy(x, np.array([0.0, 1.0]))
+
+
+# ---- mse_loss -----------------------------------------------------------------
+@settings(deadline=None, max_examples=10)
+@given(shape=st.lists(st.integers(1, 3), min_size=0, max_size=3))
+def test_mse_gradients_match_finite_differences(shape):
+    rng = np.random.default_rng(0)
+    pred, target = rng.standard_normal(shape), rng.standard_normal(shape)
+    assert gradcheck(F.mse_loss, [pred, target])
+
+
+def test_mse_matches_torch():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(1)
+    pred, target = rng.standard_normal((3, 4, 2)), rng.standard_normal((3, 4, 2))
+    x = tr.tensor(pred, requires_grad=True)
+    loss = F.mse_loss(x, target)
+    loss.backward()
+    tx = torch.tensor(pred, requires_grad=True)
+    tloss = torch.nn.functional.mse_loss(tx, torch.tensor(target))
+    tloss.backward()
+    np.testing.assert_allclose(loss.item(), tloss.item(), rtol=1e-12)
+    np.testing.assert_allclose(host(x.grad), tx.grad.numpy(), rtol=1e-12)
+    assert [entry.op for entry in loss.tape()] == ["mse_loss"]
+
+
+def test_mse_needs_equal_shapes_and_casts_a_constant_target():
+    x = tr.tensor(np.zeros((2, 3), np.float32), requires_grad=True)
+    with pytest.raises(ValueError, match=r"target shape \(3,\).*\(2, 3\)"):
+        F.mse_loss(x, np.zeros(3, np.float32))
+    loss = F.mse_loss(x, np.ones((2, 3), np.float64))
+    assert loss.dtype == np.float32 and loss.item() == 1.0
+
+
+# ---- metrics ------------------------------------------------------------------
+def test_perplexity_is_exp_of_mean_cross_entropy():
+    logits, targets = _case(3, (2, 5), 7, ignore_fraction=0.2)
+    x = tr.tensor(logits)
+    mean_ce = F.softmax_cross_entropy(x, targets)
+    expected = math.exp(mean_ce.item())
+    assert F.perplexity(mean_ce.item()) == pytest.approx(expected)
+    assert F.perplexity(mean_ce) == pytest.approx(expected)
+    assert F.perplexity(x, targets) == pytest.approx(expected)
+    assert F.perplexity(0.0) == 1.0
+    assert F.perplexity(1e6) == math.inf
+
+
+def test_accuracy_from_logits_or_ids_with_ignore_index():
+    logits = tr.tensor(np.array([[0.1, 0.9], [0.8, 0.2], [0.3, 0.7], [0.6, 0.4]]))
+    targets = np.array([1, 1, 1, -1])
+    assert F.accuracy(logits, targets) == 0.5  # the -1 counts as a miss here
+    assert F.accuracy(logits, targets, ignore_index=-1) == pytest.approx(2 / 3)
+    assert F.accuracy(tr.tensor(np.array([1, 0, 1, 0])), tr.tensor(targets), -1) == pytest.approx(
+        2 / 3
+    )
+    assert math.isnan(F.accuracy(logits, np.full(4, -1), ignore_index=-1))
+    with pytest.raises(ValueError, match="targets"):
+        F.accuracy(logits, np.array([1, 1]))

@@ -1,0 +1,241 @@
+"""Optimizers and gradient clipping: PyTorch's update rules, ties, state dicts.
+
+Each optimizer runs a few float64 steps beside its torch.optim twin on the
+same gradients (one parameter skips a step with grad None), and must land on
+the same parameters.
+"""
+
+import math
+
+import numpy as np
+import pytest
+from conftest import to_host
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import tinygrad_rnn as tr
+from tinygrad_rnn import nn, optim
+
+
+def host(a):
+    """A NumPy copy of a Tensor or a raw NumPy/CuPy array (such as `.grad`)."""
+    return to_host(a if isinstance(a, tr.Tensor) else tr.Tensor(a))
+
+
+SHAPES = [(3, 4), (4,), (2, 1, 3)]
+
+
+def _params(seed=0, dtype=np.float64):
+    rng = np.random.default_rng(seed)
+    return [nn.Parameter(tr.tensor(rng.standard_normal(s).astype(dtype)).data) for s in SHAPES]
+
+
+def _grads(step, seed=100):
+    rng = np.random.default_rng(seed + step)
+    return [rng.standard_normal(s) for s in SHAPES]
+
+
+def _set_grads(params, grads, skip=None):
+    for i, (p, g) in enumerate(zip(params, grads)):
+        p.grad = None if i == skip else tr.tensor(g.astype(p.dtype)).data
+
+
+CASES = [
+    ("SGD", "SGD", dict(lr=0.1)),
+    ("SGD", "SGD", dict(lr=0.1, momentum=0.9)),
+    ("SGD", "SGD", dict(lr=0.1, momentum=0.9, nesterov=True)),
+    ("SGD", "SGD", dict(lr=0.1, momentum=0.5, dampening=0.3, weight_decay=0.01)),
+    ("AdaGrad", "Adagrad", dict(lr=0.1)),
+    (
+        "AdaGrad",
+        "Adagrad",
+        dict(lr=0.1, lr_decay=0.01, weight_decay=0.1, initial_accumulator_value=0.5),
+    ),
+    ("RMSprop", "RMSprop", dict(lr=0.01)),
+    ("RMSprop", "RMSprop", dict(lr=0.01, alpha=0.9, momentum=0.9, centered=True, weight_decay=0.1)),
+    ("Adam", "Adam", dict(lr=0.01)),
+    ("Adam", "Adam", dict(lr=0.05, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.1)),
+]
+
+
+@pytest.mark.parametrize("ours, theirs, kwargs", CASES)
+def test_optimizer_matches_torch_over_several_steps(ours, theirs, kwargs):
+    torch = pytest.importorskip("torch")
+    params = _params()
+    torch_params = [torch.tensor(host(p), requires_grad=True) for p in params]
+    opt = getattr(optim, ours)(params, **kwargs)
+    torch_opt = getattr(torch.optim, theirs)(torch_params, **kwargs)
+    for step in range(6):
+        grads = _grads(step)
+        skip = 1 if step == 2 else None  # a grad of None skips that parameter this step
+        _set_grads(params, grads, skip)
+        for i, (tp, g) in enumerate(zip(torch_params, grads)):
+            tp.grad = None if i == skip else torch.tensor(g)
+        opt.step()
+        torch_opt.step()
+    for p, tp in zip(params, torch_params):
+        np.testing.assert_allclose(host(p), tp.detach().numpy(), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("ours, theirs, kwargs", CASES[1::2])
+def test_float32_parameters_stay_float32_and_in_their_buffers(ours, theirs, kwargs):
+    params = _params(dtype=np.float32)
+    buffers = [p.data for p in params]
+    opt = getattr(optim, ours)(params, **kwargs)
+    for step in range(2):
+        _set_grads(params, _grads(step))
+        opt.step()
+    for p, buffer in zip(params, buffers):
+        assert p.data is buffer and p.dtype == np.float32
+    for entry in opt.state.values():
+        for value in entry.values():
+            assert not hasattr(value, "dtype") or value.dtype == np.float32
+
+
+def test_a_parameter_listed_twice_is_updated_once():
+    (p,) = _params()[:1]
+    before = host(p).copy()
+    opt = optim.SGD([p, p], lr=0.5)
+    assert opt.params == [p]
+    p.grad = tr.tensor(np.ones(p.shape)).data
+    opt.step()
+    np.testing.assert_allclose(host(p), before - 0.5)
+
+
+def test_lr_is_an_attribute_the_trainer_can_change():
+    (p,) = _params()[:1]
+    opt = optim.Adam([p], lr=0.1)
+    opt.lr = 0.0
+    before = host(p).copy()
+    p.grad = tr.tensor(np.ones(p.shape)).data
+    opt.step()
+    np.testing.assert_array_equal(host(p), before)
+    assert opt.state_dict()["param_groups"][0]["lr"] == 0.0
+
+
+def test_zero_grad_clears_every_gradient():
+    params = _params()
+    _set_grads(params, _grads(0))
+    opt = optim.SGD(params, lr=0.1)
+    opt.zero_grad()
+    assert all(p.grad is None for p in params)
+
+
+@pytest.mark.parametrize("ours, theirs, kwargs", CASES[1::2])
+def test_state_dict_round_trip_continues_identically(ours, theirs, kwargs):
+    params_a = _params()
+    opt_a = getattr(optim, ours)(params_a, **kwargs)
+    for step in range(3):
+        _set_grads(params_a, _grads(step), skip=2 if step == 0 else None)
+        opt_a.step()
+    state = opt_a.state_dict()
+    params_b = [nn.Parameter(tr.tensor(host(p).copy()).data) for p in params_a]
+    opt_b = getattr(optim, ours)(params_b, lr=123.0)
+    opt_b.load_state_dict(state)
+    assert opt_b.lr == kwargs["lr"]
+    # The state dict holds host copies: changing them changes neither optimizer.
+    for entry in state["state"].values():
+        for value in entry.values():
+            if isinstance(value, np.ndarray):
+                value[...] = 7.0
+    for step in range(3, 5):
+        _set_grads(params_a, _grads(step))
+        _set_grads(params_b, _grads(step))
+        opt_a.step()
+        opt_b.step()
+    for a, b in zip(params_a, params_b):
+        np.testing.assert_array_equal(host(a), host(b))
+
+
+def test_load_state_dict_checks_everything_before_writing():
+    params = _params()
+    opt = optim.Adam(params, lr=0.1)
+    _set_grads(params, _grads(0))
+    opt.step()
+    good = opt.state_dict()
+    before = {i: host(e["exp_avg"]).copy() for i, e in opt.state.items()}
+
+    bad_shape = opt.state_dict()
+    bad_shape["state"][2]["exp_avg_sq"] = np.zeros((9,))
+    with pytest.raises(ValueError, match=r"state 2/exp_avg_sq has shape \(9,\); expected"):
+        opt.load_state_dict(bad_shape)
+    sgd = optim.SGD(params, lr=0.1, momentum=0.9)
+    sgd.step()
+    with pytest.raises(KeyError, match="misses.*betas"):
+        opt.load_state_dict(sgd.state_dict())
+    missing = opt.state_dict()
+    del missing["state"][0]["exp_avg_sq"]
+    with pytest.raises(KeyError, match="state of parameter 0 has keys"):
+        opt.load_state_dict(missing)
+    with pytest.raises(ValueError, match="3 parameters"):
+        optim.Adam(params[:2]).load_state_dict(good)
+    for i, e in opt.state.items():
+        np.testing.assert_array_equal(host(e["exp_avg"]), before[i])
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda p: optim.SGD(p, lr=-1), "lr"),
+        (lambda p: optim.SGD([], lr=0.1), "empty"),
+        (lambda p: optim.SGD(p, lr=0.1, nesterov=True), "nesterov"),
+        (lambda p: optim.Adam(p, betas=(0.9, 1.0)), "betas"),
+        (lambda p: optim.RMSprop(p, alpha=-0.5), "alpha"),
+    ],
+)
+def test_bad_hyperparameters_are_named(make, message):
+    with pytest.raises(ValueError, match=message):
+        make(_params())
+
+
+def test_params_must_be_trainable_tensors():
+    with pytest.raises(TypeError, match=r"params\[0\]"):
+        optim.SGD([np.zeros(3)], lr=0.1)
+
+
+# ---- clip_grad_norm -----------------------------------------------------------
+@settings(deadline=None)
+@given(max_norm=st.floats(0.01, 20.0), scale=st.floats(0.01, 10.0), seed=st.integers(0, 100))
+def test_clip_grad_norm_matches_torch(max_norm, scale, seed):
+    torch = pytest.importorskip("torch")
+    params = _params()
+    grads = [g * scale for g in _grads(seed)]
+    _set_grads(params, grads, skip=1)
+    torch_params = [torch.tensor(host(p), requires_grad=True) for p in params]
+    for i, (tp, g) in enumerate(zip(torch_params, grads)):
+        tp.grad = None if i == 1 else torch.tensor(g)
+    norm = nn.clip_grad_norm(params, max_norm)
+    torch_norm = torch.nn.utils.clip_grad_norm_(torch_params, max_norm)
+    assert isinstance(norm, float)
+    assert norm == pytest.approx(torch_norm.item(), rel=1e-12)
+    for p, tp in zip(params, torch_params):
+        if tp.grad is None:
+            assert p.grad is None
+        else:
+            # torch always multiplies by min(1, max_norm / (norm + 1e-6)); we skip it when
+            # norm <= max_norm, which differs from torch by at most a factor 1 - 1e-6/norm.
+            np.testing.assert_allclose(host(p.grad), tp.grad.numpy(), rtol=1e-5)
+
+
+def test_clip_grad_norm_leaves_small_gradients_alone_and_counts_ties_once():
+    (p,) = _params()[:1]
+    p.grad = tr.tensor(np.full(p.shape, 0.5)).data  # norm = sqrt(12 * 0.25) = sqrt(3)
+    assert nn.clip_grad_norm([p, p], 10.0) == pytest.approx(math.sqrt(3))
+    np.testing.assert_array_equal(host(p.grad), 0.5)
+    assert nn.clip_grad_norm([p], 1.0) == pytest.approx(math.sqrt(3))
+    assert np.linalg.norm(host(p.grad)) == pytest.approx(1.0, rel=1e-5)
+    assert nn.clip_grad_norm(_params(), 1.0) == 0.0  # no gradients at all
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+def test_clip_grad_norm_refuses_a_non_finite_norm_or_reports_it(bad):
+    params = _params()
+    _set_grads(params, _grads(0))
+    grads = [p.grad.copy() for p in params]
+    params[1].grad[0] = bad
+    with pytest.raises(FloatingPointError, match="not finite|NaN or inf"):
+        nn.clip_grad_norm(params, 1.0)
+    norm = nn.clip_grad_norm(params, 1.0, error_if_nonfinite=False)
+    assert not math.isfinite(norm)
+    for p, g in zip(params, grads):  # untouched, apart from the planted value
+        np.testing.assert_array_equal(host(p.grad).ravel()[1:], host(g).ravel()[1:])

@@ -1,0 +1,118 @@
+"""The topology registry: decorator, lookup errors, entry-point plugins (real,
+out-of-tree, in a fresh interpreter), re-entrant lookups, broken plugins."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import topologies
+from plugin_factory import BROKEN_PLUGIN, GOOD_PLUGIN, write_plugin
+
+REPO = Path(__file__).resolve().parents[1]
+BUILTINS = {"one-to-one", "one-to-many", "many-to-one", "many-to-many-seq2seq",
+            "many-to-many-synced"}
+
+
+def run_python(code: str, path: Path, **env: str) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(path), str(REPO)]), **env}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=full_env, timeout=120)
+
+
+def test_builtins_are_listed_with_one_line_descriptions():
+    listing = topologies.available()
+    assert BUILTINS <= set(listing)
+    for name in BUILTINS:
+        assert listing[name] and "\n" not in listing[name]
+
+
+def test_aliases_resolve_to_the_same_class():
+    assert topologies.get("seq2seq") is topologies.get("many-to-many-seq2seq")
+    assert topologies.get("synced") is topologies.get("many-to-many-synced")
+
+
+def test_unknown_name_lists_what_is_available():
+    with pytest.raises(topologies.TopologyNotFoundError) as err:
+        topologies.get("many-to-some")
+    assert "many-to-some" in str(err.value)
+    for name in BUILTINS:
+        assert name in str(err.value)
+
+
+def test_duplicate_name_raises_unless_override():
+    class First(topologies.Topology):
+        """First."""
+
+    class Second(topologies.Topology):
+        """Second."""
+
+    topologies.register("test-duplicate")(First)
+    try:
+        with pytest.raises(ValueError, match="already registered"):
+            topologies.register("test-duplicate")(Second)
+        topologies.register("test-duplicate", override=True)(Second)
+        assert topologies.get("test-duplicate") is Second
+    finally:
+        topologies.unregister("test-duplicate")
+
+
+def test_register_refuses_a_non_topology():
+    with pytest.raises(TypeError, match="subclass of topologies.Topology"):
+        topologies.register("not-a-topology")(object)
+
+
+def test_builtins_use_the_public_decorator():
+    source = (REPO / "topologies" / "many_to_one.py").read_text()
+    assert '@register("many-to-one"' in source
+
+
+def test_out_of_tree_plugin_is_listed_and_usable(tmp_path):
+    root = write_plugin(tmp_path / "site", "meanplugin", "meanplugin", GOOD_PLUGIN,
+                        "mean-over-time", "MeanOverTime")
+    code = (
+        "import numpy as np, topologies, tinygrad_rnn as tr\n"
+        "listing = topologies.available()\n"
+        "assert 'mean-over-time' in listing, listing\n"
+        "print('DESC', listing['mean-over-time'])\n"
+        "topo = topologies.create('mean-over-time')\n"
+        "assert isinstance(topo, topologies.get('many-to-one'))\n"
+        "spec = topologies.ModelSpec(cell='gru', hidden_size=4, input_size=1)\n"
+        "model = topo.build(spec)\n"
+        "x = np.random.default_rng(0).standard_normal((3, 5, 1)).astype(np.float32)\n"
+        "out = topo.loss(model, x, np.zeros((3, 1), np.float32))\n"
+        "out.loss.backward()\n"
+        "print('LOSS', out.loss.item())\n"
+    )
+    result = run_python(code, root)
+    assert result.returncode == 0, result.stderr
+    assert "DESC Many-to-one variant scoring the time-average" in result.stdout
+    assert "LOSS" in result.stdout
+
+
+def test_broken_plugin_is_skipped_with_a_warning(tmp_path):
+    root = write_plugin(tmp_path / "site", "brokenplugin", "brokenplugin", BROKEN_PLUGIN,
+                        "broken-topology", "Thing")
+    code = "import topologies\nprint(sorted(topologies.available()))\n"
+    result = run_python(code, root)
+    assert result.returncode == 0, result.stderr
+    assert "broken-topology" in result.stderr and "skipped" in result.stderr
+    assert "many-to-one" in result.stdout
+
+
+def test_broken_plugin_is_an_error_in_strict_mode(tmp_path):
+    root = write_plugin(tmp_path / "site", "brokenplugin", "brokenplugin", BROKEN_PLUGIN,
+                        "broken-topology", "Thing")
+    code = "import topologies\ntopologies.available()\n"
+    result = run_python(code, root, TINYGRAD_RNN_STRICT_PLUGINS="1")
+    assert result.returncode != 0
+    assert "PluginLoadError" in result.stderr and "broken-topology" in result.stderr
+
+
+def test_unknown_topology_option_is_refused():
+    with pytest.raises(ValueError, match="no option"):
+        topologies.create("seq2seq", peeky=True, bogus=1)

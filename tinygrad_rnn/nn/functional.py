@@ -1,0 +1,317 @@
+"""Fused layer ops, losses and metrics: `tr.nn.functional`.
+
+Each op here is one tape entry with a hand-written backward beside its
+forward. Shape letters: N batch, T time, D input features, V vocabulary,
+M = the product of the leading axes once flattened.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from ..backend import backend_of, get_array_module, get_backend, scatter_add
+from ..random import default_generator
+from ..tensor import Tensor, check_same_backend, no_grad, record
+
+__all__ = [
+    "linear",
+    "embedding",
+    "dropout",
+    "dropout_mask",
+    "mse_loss",
+    "softmax_cross_entropy",
+    "cross_entropy",
+    "perplexity",
+    "accuracy",
+]
+
+
+def _as_tensor(value: Any, like: Tensor, op: str) -> Tensor:
+    """A Tensor on `like`'s backend: Tensors must already be there; raw data is moved."""
+    if isinstance(value, Tensor):
+        check_same_backend(op, like.data, value.data)
+        return value
+    return Tensor(get_backend(like.backend).asarray(value))
+
+
+def _integer_ids(value: Any, like: Tensor, op: str, name: str) -> Any:
+    """Integer ids as a raw array on `like`'s backend."""
+    ids = _as_tensor(value, like, op).data
+    if ids.dtype.kind not in "iu":
+        raise TypeError(f"{op}: {name} must hold integers; got dtype {ids.dtype}")
+    return ids
+
+
+def _first_out_of_range(xp: Any, ids: Any, low: int, high: int) -> int | None:
+    """The first id outside [low, high), or None (one host sync on CuPy)."""
+    bad = (ids < low) | (ids >= high)
+    if not bool(bad.any()):
+        return None
+    return int(ids.reshape(-1)[int(xp.argmax(bad.reshape(-1)))])
+
+
+# ---- linear -------------------------------------------------------------------
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """y = x @ weight.T + bias as one op, for x of any leading shape.
+
+    x (..., D), weight (H, D), bias (H,) or None -> y (..., H). The leading
+    axes are flattened to M rows so forward and backward are single matmuls.
+    """
+    if not isinstance(x, Tensor):
+        x = _as_tensor(x, weight, "linear")
+    check_same_backend("linear", x.data, weight.data)
+    out_features, in_features = weight.shape
+    if x.ndim < 1 or x.shape[-1] != in_features:
+        raise ValueError(
+            f"linear: input's last axis must be in_features={in_features}; got input shape "
+            f"{x.shape}"
+        )
+    if x.dtype != weight.dtype:
+        raise TypeError(
+            f"linear: input dtype {x.dtype} does not match weight dtype {weight.dtype}; "
+            f"cast the input with .astype({str(weight.dtype)!r})"
+        )
+    lead = x.shape[:-1]
+    x2 = x.data.reshape(-1, in_features)  # (M, D)
+    w = weight.data  # (H, D)
+    y = x2 @ w.T  # (M, H), a fresh buffer we may add into
+    if bias is not None:
+        y += bias.data
+
+    def backward(g):
+        g2 = g.reshape(-1, out_features)  # (M, H)
+        gx = (g2 @ w).reshape(x.shape) if x.requires_grad else None
+        gw = g2.T @ x2 if weight.requires_grad else None
+        if bias is None:
+            return gx, gw
+        gb = g2.sum(axis=0) if bias.requires_grad else None
+        return gx, gw, gb
+
+    inputs = (x, weight) if bias is None else (x, weight, bias)
+    return record("linear", inputs, y.reshape(*lead, out_features), backward)
+
+
+# ---- embedding ----------------------------------------------------------------
+def embedding(ids: Any, weight: Tensor) -> Tensor:
+    """Rows of `weight` (V, D) picked by integer `ids` of any shape -> (..., D).
+
+    Raw id arrays move to the weight's backend; an id outside [0, V) raises
+    IndexError naming it. Repeated ids sum their gradients.
+    """
+    xp = get_array_module(weight.data)
+    ids = _integer_ids(ids, weight, "embedding", "ids")
+    num_embeddings, embedding_dim = weight.shape
+    bad = _first_out_of_range(xp, ids, 0, num_embeddings)
+    if bad is not None:
+        raise IndexError(
+            f"embedding: id {bad} is out of range for num_embeddings={num_embeddings} "
+            f"(expected 0 <= id < {num_embeddings})"
+        )
+    flat_ids = ids.reshape(-1)  # (M,)
+    y = xp.take(weight.data, flat_ids, axis=0)  # (M, D)
+
+    def backward(g):
+        gw = xp.zeros(weight.shape, dtype=g.dtype)
+        scatter_add(xp, gw, flat_ids, g.reshape(-1, embedding_dim))
+        return (gw,)
+
+    return record("embedding", (weight,), y.reshape(*ids.shape, embedding_dim), backward)
+
+
+# ---- dropout ------------------------------------------------------------------
+def dropout_mask(
+    shape: tuple[int, ...],
+    p: float,
+    dtype: Any = np.float32,
+    generator: np.random.Generator | None = None,
+) -> np.ndarray:
+    """A host mask of 0 and 1/(1-p): each element kept with probability 1-p."""
+    rng = default_generator() if generator is None else generator
+    keep = rng.random(shape, dtype=np.float32) >= p
+    mask = keep.astype(dtype)
+    mask *= 1.0 / (1.0 - p)
+    return mask
+
+
+def _check_p(p: float) -> float:
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p < 1:
+        raise ValueError(f"dropout: p must be a number in [0, 1); got {p!r}")
+    return float(p)
+
+
+def dropout(
+    x: Tensor,
+    p: float,
+    training: bool = True,
+    generator: np.random.Generator | None = None,
+    mask: Any = None,
+) -> Tensor:
+    """Inverted dropout: zero each element with probability p, scale the rest by 1/(1-p).
+
+    Returns `x` itself when not training or p == 0. The mask is drawn on the
+    host (from `generator`, default the library's) and moved to x's backend;
+    pass `mask` (same shape as x) to reuse a fixed one.
+    """
+    p = _check_p(p)
+    if not training or (p == 0 and mask is None):
+        return x
+    if mask is None:
+        mask = dropout_mask(x.shape, p, x.dtype, generator)
+    mask = _as_tensor(mask, x, "dropout").data
+    if tuple(mask.shape) != x.shape:
+        raise ValueError(f"dropout: mask shape {tuple(mask.shape)} != input shape {x.shape}")
+    return record("dropout", (x,), x.data * mask, lambda g: (g * mask,))
+
+
+# ---- losses -------------------------------------------------------------------
+def mse_loss(pred: Tensor, target: Any) -> Tensor:
+    """Mean squared error, mean over all elements; pred and target of equal shape."""
+    target = _as_tensor(target, pred, "mse_loss")
+    if target.dtype != pred.dtype:
+        if target.requires_grad:
+            raise TypeError(
+                f"mse_loss: target dtype {target.dtype} does not match pred dtype {pred.dtype}"
+            )
+        target = Tensor(target.data.astype(pred.dtype))
+    if pred.shape != target.shape:
+        raise ValueError(
+            f"mse_loss: target shape {target.shape} must equal pred shape {pred.shape}"
+        )
+    xp = get_array_module(pred.data)
+    diff = (pred.data - target.data).reshape(-1)
+    count = max(diff.size, 1)
+    loss = xp.dot(diff, diff) / count
+
+    def backward(g):
+        g_pred = diff * (2 * g / count)
+        g_pred = g_pred.reshape(pred.shape)
+        return g_pred, (-g_pred if target.requires_grad else None)
+
+    return record("mse_loss", (pred, target), xp.asarray(loss, dtype=pred.dtype), backward)
+
+
+def softmax_cross_entropy(logits: Tensor, targets: Any, ignore_index: int = -1) -> Tensor:
+    """Mean cross-entropy of softmax(logits) against integer targets, as one op.
+
+    logits (..., V), targets (...) integers in [0, V) or `ignore_index`. The
+    mean is over the targets that count (those != ignore_index); with none
+    counting the loss is 0 and so is the gradient. Numerically stable
+    (max-subtracted log-sum-exp).
+
+    Lean on purpose, as it dominates a word-LM step: forward makes one (M, V)
+    buffer (shifted logits, exponentiated in place) and backward turns that
+    same buffer into the logits' gradient, (softmax - onehot) / count. So the
+    result can be backwarded once, which is all the tape allows anyway.
+    """
+    if logits.ndim < 1:
+        raise ValueError("softmax_cross_entropy: logits need a class axis; got a 0-d tensor")
+    if logits.dtype.kind != "f":
+        raise TypeError(f"softmax_cross_entropy: logits must be floating; got {logits.dtype}")
+    xp = get_array_module(logits.data)
+    targets = _integer_ids(targets, logits, "softmax_cross_entropy", "targets")
+    if tuple(targets.shape) != logits.shape[:-1]:
+        raise ValueError(
+            f"softmax_cross_entropy: targets shape {tuple(targets.shape)} must equal logits "
+            f"shape without its last axis, {logits.shape[:-1]}"
+        )
+    vocab = logits.shape[-1]
+    z = logits.data.reshape(-1, vocab)  # (M, V)
+    t = targets.reshape(-1)  # (M,)
+    rows = z.shape[0]
+
+    valid = t != ignore_index
+    count = int(valid.sum())
+    all_count = count == rows
+    if not all_count:
+        t = xp.where(valid, t, 0)  # any class works for an ignored row: it is masked out
+    bad = _first_out_of_range(xp, t, 0, vocab)
+    if bad is not None:
+        raise IndexError(
+            f"softmax_cross_entropy: target {bad} is out of range for {vocab} classes "
+            f"(expected 0 <= target < {vocab}, or ignore_index={ignore_index})"
+        )
+
+    # Passes over (M, V): max, subtract, exp (in place), sum. The target's shifted
+    # logit is taken before the exp overwrites it.
+    shifted = z - z.max(axis=1, keepdims=True)  # (M, V), owned by this op
+    picked = xp.take_along_axis(shifted, t[:, None], axis=1)[:, 0]  # (M,)
+    xp.exp(shifted, out=shifted)
+    exp_sum = shifted.sum(axis=1, keepdims=True)  # (M, 1)
+    row_loss = xp.log(exp_sum[:, 0]) - picked  # (M,)
+    if not all_count:
+        row_loss *= valid
+    loss = row_loss.sum() / max(count, 1)
+    exps = shifted  # renamed: from here on it holds exp(shifted)
+
+    def backward(g):
+        coef = g / max(count, 1)  # 0-d: d loss / d row_loss for a counted row
+        row_scale = coef / exp_sum  # (M, 1): one pass turns exps into scaled softmax
+        if not all_count:
+            row_scale *= valid[:, None]
+        xp.multiply(exps, row_scale, out=exps)
+        index = xp.arange(rows) if all_count else xp.flatnonzero(valid)
+        exps[index, t[index]] -= coef  # rows are distinct, so no repeated index
+        # Returned as is when no reshape is needed: a view would be copied for a leaf.
+        return (exps if exps.shape == logits.shape else exps.reshape(logits.shape),)
+
+    loss = xp.asarray(loss, dtype=logits.dtype)
+    return record("softmax_cross_entropy", (logits,), loss, backward)
+
+
+cross_entropy = softmax_cross_entropy
+
+
+# ---- metrics ------------------------------------------------------------------
+def perplexity(loss_or_logits: Any, targets: Any = None, ignore_index: int = -1) -> float:
+    """exp(mean cross-entropy in nats), as a Python float (inf on overflow).
+
+    `perplexity(mean_ce)` takes a mean cross-entropy (float or 0-d Tensor);
+    `perplexity(logits, targets)` computes it first with softmax_cross_entropy.
+    """
+    if targets is None:
+        value = loss_or_logits.item() if isinstance(loss_or_logits, Tensor) else loss_or_logits
+        mean_ce = float(value)
+    else:
+        with no_grad():
+            mean_ce = softmax_cross_entropy(loss_or_logits, targets, ignore_index).item()
+    try:
+        return math.exp(mean_ce)
+    except OverflowError:
+        return math.inf
+
+
+def accuracy(logits_or_pred_ids: Any, targets: Any, ignore_index: int | None = None) -> float:
+    """Fraction of positions where the prediction equals the target, as a float.
+
+    Accepts logits (..., V) (predictions are their argmax) or integer predicted
+    ids (...), with targets (...). Positions whose target is `ignore_index`
+    don't count; NaN when nothing counts.
+    """
+    pred = logits_or_pred_ids
+    if not isinstance(pred, Tensor):
+        pred = Tensor(get_backend(backend_of(pred)).asarray(pred))
+    target = _as_tensor(targets, pred, "accuracy").data
+    pred = pred.data
+    if pred.dtype.kind == "f":
+        if pred.shape[:-1] != target.shape:
+            raise ValueError(
+                f"accuracy: logits shape {pred.shape} needs targets of shape {pred.shape[:-1]}; "
+                f"got {target.shape}"
+            )
+        pred = pred.argmax(axis=-1)
+    elif pred.shape != target.shape:
+        raise ValueError(
+            f"accuracy: predicted ids shape {pred.shape} must equal targets shape {target.shape}"
+        )
+    hit = pred == target
+    if ignore_index is None:
+        counted = hit.size
+        correct = int(hit.sum())
+    else:
+        keep = target != ignore_index
+        counted = int(keep.sum())
+        correct = int((hit & keep).sum())
+    return correct / counted if counted else math.nan
