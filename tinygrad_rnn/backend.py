@@ -33,6 +33,7 @@ __all__ = [
     "default_backend",
     "get_array_module",
     "backend_of",
+    "to_host",
 ]
 
 
@@ -105,6 +106,9 @@ def _probe_cupy(cupy: Any) -> str | None:
 
 
 _REGISTRY: dict[str, Backend] = {}
+# use_backend() sets a process-wide default, so threads (data loaders) agree with
+# the main thread; `with backend(...)` overrides it for the current thread only.
+_default_name: str | None = None
 _state = threading.local()
 
 
@@ -147,7 +151,7 @@ def get_backend(name: str | Backend | None = None) -> Backend:
 
 def default_backend() -> str:
     """Name of the backend new tensors are created on."""
-    name = getattr(_state, "name", None)
+    name = getattr(_state, "name", None) or _default_name
     if name is None:
         name = os.environ.get("TINYGRAD_RNN_BACKEND", "numpy").strip().lower() or "numpy"
         if name not in _REGISTRY:
@@ -163,9 +167,10 @@ def use_backend(name: str) -> None:
 
     Raises BackendUnavailableError, saying why, if it cannot run here.
     """
+    global _default_name
     b = get_backend(name)
     b.xp  # noqa: B018 - raises with the reason if unusable
-    _state.name = b.name
+    _default_name = b.name
 
 
 @contextlib.contextmanager
@@ -186,9 +191,20 @@ def backend_of(array: Any) -> str:
     return "cupy" if type(array).__module__.startswith("cupy") else "numpy"
 
 
+def _array_of(x: Any) -> Any:
+    """A Tensor's `.data`, or `x` itself when it is already an array.
+
+    Raw arrays are never unwrapped: ndarray.data is a buffer and
+    cupy.ndarray.data a device pointer, not the array.
+    """
+    if hasattr(x, "__array__") or hasattr(x, "__cuda_array_interface__"):
+        return x
+    return getattr(x, "data", x)
+
+
 def get_array_module(x: Any) -> Any:
     """The array module (numpy or cupy) of an array or a Tensor."""
-    data = getattr(x, "data", x)
+    data = _array_of(x)
     if backend_of(data) == "cupy":
         return _REGISTRY["cupy"].xp
     return np
@@ -196,9 +212,19 @@ def get_array_module(x: Any) -> Any:
 
 def scatter_add(xp: Any, target: Any, index: Any, values: Any) -> None:
     """target[index] += values, summing repeated indices (in place)."""
-    if xp is np:
-        np.add.at(target, index, values)
-    else:
-        import cupyx  # noqa: PLC0415 - only reached on the CuPy backend
+    add_at = getattr(xp.add, "at", None)  # CuPy has ufunc.at since v13
+    if add_at is not None:
+        try:
+            add_at(target, index, values)
+            return
+        except NotImplementedError:
+            pass
+    import cupyx  # noqa: PLC0415 - only reached on an older CuPy
 
-        cupyx.scatter_add(target, index, values)
+    cupyx.scatter_add(target, index, values)
+
+
+def to_host(x: Any) -> np.ndarray:
+    """A host NumPy array from a Tensor, a CuPy array or anything array-like."""
+    data = _array_of(x)
+    return data.get() if backend_of(data) == "cupy" else np.asarray(data)

@@ -8,8 +8,12 @@ Broadcasting gradients are summed back to each input's shape.
 
 from __future__ import annotations
 
+import numbers
+import operator
 from collections.abc import Sequence
 from typing import Any
+
+import numpy as np
 
 from .backend import get_array_module, scatter_add
 from .tensor import Tensor, as_array, check_same_backend, record
@@ -55,8 +59,9 @@ def _unbroadcast(xp: Any, g: Any, shape: tuple[int, ...]) -> Any:
 def _axes(axis: int | Sequence[int] | None, ndim: int) -> tuple[int, ...]:
     if axis is None:
         return tuple(range(ndim))
-    axes = (axis,) if isinstance(axis, int) else tuple(axis)
-    return tuple(a % ndim if ndim else a for a in axes)
+    # operator.index accepts NumPy integers too (axis=np.int64(1)).
+    axes = (axis,) if isinstance(axis, numbers.Integral) else tuple(axis)
+    return tuple(operator.index(a) % ndim if ndim else operator.index(a) for a in axes)
 
 
 def _expand_reduced(xp: Any, g: Any, axes: tuple[int, ...], keepdims: bool, shape) -> Any:
@@ -72,7 +77,10 @@ def add(a: Any, b: Any) -> Tensor:
     xp = get_array_module(a.data)
 
     def backward(g):
-        return _unbroadcast(xp, g, a.shape), _unbroadcast(xp, g, b.shape)
+        # A constant operand (`x + 1.0`) gets no gradient: no reduction wasted on it.
+        ga = _unbroadcast(xp, g, a.shape) if a.requires_grad else None
+        gb = _unbroadcast(xp, g, b.shape) if b.requires_grad else None
+        return ga, gb
 
     return record("add", (a, b), a.data + b.data, backward)
 
@@ -82,7 +90,9 @@ def sub(a: Any, b: Any) -> Tensor:
     xp = get_array_module(a.data)
 
     def backward(g):
-        return _unbroadcast(xp, g, a.shape), _unbroadcast(xp, -g, b.shape)
+        ga = _unbroadcast(xp, g, a.shape) if a.requires_grad else None
+        gb = _unbroadcast(xp, -g, b.shape) if b.requires_grad else None
+        return ga, gb
 
     return record("sub", (a, b), a.data - b.data, backward)
 
@@ -118,14 +128,18 @@ def neg(x: Tensor) -> Tensor:
 
 
 def pow(x: Tensor, exponent: float) -> Tensor:  # noqa: A001 - NumPy's name
-    """x ** exponent, for a Python scalar exponent."""
-    if isinstance(exponent, Tensor) or not isinstance(exponent, (int, float)):
+    """x ** exponent, for a scalar exponent (Python or NumPy int/float)."""
+    if isinstance(exponent, bool) or not isinstance(exponent, numbers.Real):
         raise TypeError(
             f"pow: the exponent must be a Python int or float; got {type(exponent).__name__}"
         )
+    # As a Python number the exponent is "weak": np.float64(2) would upcast float32.
+    exponent = int(exponent) if isinstance(exponent, numbers.Integral) else float(exponent)
     x_data = x.data
 
     def backward(g):
+        if exponent == 0:  # x ** -1 would turn 0 * inf into NaN at x == 0
+            return (g * 0,)
         return (g * (exponent * x_data ** (exponent - 1)),)
 
     return record("pow", (x,), x_data**exponent, backward)
@@ -206,16 +220,24 @@ def transpose(x: Tensor, *axes) -> Tensor:
     """Permute axes (all reversed when none are given), like ndarray.transpose."""
     if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
         axes = tuple(axes[0])
-    xp = get_array_module(x.data)
-    order = tuple(a % x.ndim for a in axes) if axes else tuple(reversed(range(x.ndim)))
-    inverse = tuple(int(i) for i in xp.argsort(xp.asarray(order)).tolist()) if order else ()
+    order = tuple(operator.index(a) % x.ndim for a in axes) if axes else tuple(range(x.ndim))[::-1]
+    if sorted(order) != list(range(x.ndim)):
+        raise ValueError(f"transpose: axes {axes} are not a permutation of {x.ndim} axes")
+    # The inverse permutation, on the host: no device argsort and sync per call on CuPy.
+    inverse = tuple(int(i) for i in np.argsort(order))
     return record("transpose", (x,), x.data.transpose(order), lambda g: (g.transpose(inverse),))
 
 
-def _is_basic_index(index: Any) -> bool:
+def _selects_once(index: Any) -> bool:
+    """True if `index` picks each element at most once (no integer arrays), so
+    the gradient can be assigned instead of scatter-added."""
     parts = index if isinstance(index, tuple) else (index,)
     return all(
-        p is None or p is Ellipsis or isinstance(p, (int, slice)) for p in parts
+        p is None
+        or p is Ellipsis
+        or isinstance(p, (int, slice))
+        or (getattr(p, "dtype", None) is not None and p.dtype.kind == "b")
+        for p in parts
     )
 
 
@@ -225,6 +247,8 @@ def _index_on_backend(xp: Any, index: Any) -> Any:
         return tuple(_index_on_backend(xp, p) for p in index)
     if isinstance(index, Tensor):
         index = index.data
+    if isinstance(index, np.integer):
+        return int(index)  # a plain int index, not a 0-d index array
     if isinstance(index, list) or hasattr(index, "__array__"):
         return xp.asarray(index)
     return index
@@ -235,12 +259,12 @@ def getitem(x: Tensor, index: Any) -> Tensor:
     indices sum their gradients."""
     xp = get_array_module(x.data)
     index = _index_on_backend(xp, index)
-    basic = _is_basic_index(index)
+    once = _selects_once(index)
 
     def backward(g):
         gx = xp.zeros(x.shape, dtype=g.dtype)
-        if basic:
-            gx[index] = g  # a basic index selects each element at most once
+        if once:
+            gx[index] = g  # slices, ints and masks select each element at most once
         else:
             scatter_add(xp, gx, index, g)
         return (gx,)
@@ -279,15 +303,17 @@ def stack(tensors: Sequence[Any], axis: int = 0) -> Tensor:
 
 def split(x: Tensor, indices_or_sections: int | Sequence[int], axis: int = 0) -> list[Tensor]:
     """Like numpy.split: equal sections, or cut before each given index."""
+    axis = operator.index(axis)
     n = x.shape[axis]
-    if isinstance(indices_or_sections, int):
+    if isinstance(indices_or_sections, numbers.Integral):
+        indices_or_sections = int(indices_or_sections)
         if indices_or_sections < 1 or n % indices_or_sections:
             raise ValueError(
                 f"split: axis {axis} of length {n} does not divide into "
                 f"{indices_or_sections} equal sections"
             )
         step = n // indices_or_sections
-        cuts = list(range(step, n, step))
+        cuts = [step * k for k in range(1, indices_or_sections)]
     else:
         cuts = [int(i) for i in indices_or_sections]
     edges = [0, *cuts, n]
@@ -366,7 +392,8 @@ def where(condition: Any, a: Any, b: Any) -> Tensor:
     a, b = _lift("where", a, b)
     xp = get_array_module(a.data)
     cond = condition.data if isinstance(condition, Tensor) else condition
-    check_same_backend("where", a.data, cond)
+    if hasattr(cond, "__array__") or hasattr(cond, "__cuda_array_interface__"):
+        check_same_backend("where", a.data, cond)  # Python bools and lists are fine
     cond = xp.asarray(cond, dtype=bool)
 
     def backward(g):

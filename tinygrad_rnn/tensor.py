@@ -77,7 +77,7 @@ def enable_grad() -> contextlib.AbstractContextManager[None]:
 class TapeEntry:
     """One recorded op: its inputs and how to push a gradient back to them."""
 
-    __slots__ = ("op", "inputs", "backward_fn", "seq", "released")
+    __slots__ = ("op", "inputs", "backward_fn", "seq", "released", "__weakref__")
 
     def __init__(self, op: str, inputs: tuple[Tensor, ...], backward_fn: BackwardFn):
         self.op = op
@@ -208,6 +208,8 @@ class Tensor:
                     f"backward(grad): grad shape {tuple(grad.shape)} does not match the "
                     f"tensor's shape {self.shape}"
                 )
+            if grad.dtype != self.dtype:
+                grad = grad.astype(self.dtype)
         _run_backward(self, grad)
 
     # ---- operators and methods: each delegates to the op of the same name --------
@@ -308,9 +310,13 @@ def as_array(value: Any, like: Any, op: str) -> Any:
     """
     if isinstance(value, Tensor):
         value = value.data
-    if isinstance(value, (bool, int, float)):
+    if isinstance(value, (bool, int, float, np.generic)):
+        # NumPy scalars count as scalars too: np.float64(2) must not upcast float32.
         dtype = like.dtype if like.dtype.kind == "f" else None
-        return get_array_module(like).asarray(value, dtype=dtype)
+        xp = get_array_module(like)
+        if xp is np:
+            return np.asarray(value, dtype=dtype)
+        return xp.full((), value, dtype=dtype)  # a fill kernel, not a host-to-device copy
     if hasattr(value, "__array__") or hasattr(value, "__cuda_array_interface__"):
         check_same_backend(op, like, value)
         return value
@@ -319,7 +325,11 @@ def as_array(value: Any, like: Any, op: str) -> Any:
 
 def check_same_backend(op: str, *arrays: Any) -> None:
     """Raise BackendMismatchError naming `op` if the arrays live on two backends."""
-    names = {backend_of(a) for a in arrays if a is not None and not isinstance(a, (int, float))}
+    names = {
+        backend_of(a)
+        for a in arrays
+        if a is not None and not isinstance(a, (bool, int, float, np.generic))
+    }
     if len(names) > 1:
         raise BackendMismatchError(
             f"op {op!r} got arrays from two backends: {sorted(names)}. Move one with "
@@ -364,22 +374,29 @@ def _released_error(entry: TapeEntry) -> GraphReleasedError:
 
 
 def _run_backward(root: Tensor, grad: Any) -> None:
+    # The upstream array may be the caller's: a leaf never stores it uncopied.
+    handed_out: set[int] = {id(grad)}
     if root._entry is None:  # a leaf: its gradient is the upstream one
-        _accumulate_leaf(root, grad, handed_out=set())
+        _accumulate_leaf(root, grad, handed_out)
         return
     tape = _reachable_entries(root)
     for entry in tape:
         if entry.released:
             raise _released_error(entry)
     grads: dict[int, Any] = {id(root._entry): grad}
-    handed_out: set[int] = {id(grad)}
     for entry in reversed(tape):
         g = grads.pop(id(entry), None)
         if g is not None:
             input_grads = entry.backward_fn(g)
+            if len(input_grads) != len(entry.inputs):
+                raise RuntimeError(
+                    f"the backward of op {entry.op!r} returned {len(input_grads)} gradients "
+                    f"for {len(entry.inputs)} inputs"
+                )
             for t, g_in in zip(entry.inputs, input_grads):
                 if g_in is None or not t.requires_grad:
                     continue
+                g_in = _checked_grad(entry.op, t, g_in)
                 if t._entry is None:
                     _accumulate_leaf(t, g_in, handed_out)
                 else:
@@ -388,9 +405,24 @@ def _run_backward(root: Tensor, grad: Any) -> None:
         entry.release()
 
 
+def _checked_grad(op: str, t: Tensor, g: Any) -> Any:
+    """An input's gradient, checked for shape and cast to the input's dtype.
+
+    A wrong shape is a bug in the op's backward (a custom op's, say); a dtype
+    mismatch comes from mixing dtypes (float32 input, float64 constant), and
+    the gradient keeps the dtype of what it is the gradient of.
+    """
+    if tuple(g.shape) != t.shape:
+        raise RuntimeError(
+            f"the backward of op {op!r} returned a gradient of shape {tuple(g.shape)} "
+            f"for an input of shape {t.shape}"
+        )
+    if g.dtype != t.dtype:
+        g = g.astype(t.dtype)
+    return g
+
+
 def _accumulate_leaf(leaf: Tensor, g: Any, handed_out: set[int]) -> None:
-    if tuple(g.shape) != leaf.shape:  # a bug in an op's backward, never the user's
-        raise RuntimeError(f"internal: gradient shape {g.shape} != leaf shape {leaf.shape}")
     if leaf.grad is None:
         # Store a private copy when the array is a view or was handed to another
         # leaf already, so in-place updates of one .grad never touch another.

@@ -73,6 +73,8 @@ def gradcheck(
             numeric = (plus - minus) / (2 * eps)
             got = float(analytic.reshape(-1)[i])
             excess = abs(got - numeric) - (atol + rtol * abs(numeric))
+            if not np.isfinite(excess) and got != numeric:  # NaN/inf must not pass
+                excess = np.inf
             if excess > 0 and (worst is None or excess > worst[0]):
                 where = np.unravel_index(i, leaf.shape) if leaf.ndim else ()
                 worst = (excess, f"input {k} at index {tuple(int(j) for j in where)}", got, numeric)
