@@ -207,6 +207,17 @@ def load(path: str | os.PathLike, module: Any, optimizer: Any = None) -> dict:
     return {} if extra is None else extra
 
 
+def read_extra(path: str | os.PathLike) -> dict:
+    """The `extra` dict of a checkpoint, without a module to load into.
+
+    `evaluate` and `generate` read the config from here to rebuild the model.
+    """
+    path = os.fspath(path)
+    _, meta = _read(path)
+    extra = meta.get("extra")
+    return {} if extra is None else extra
+
+
 def load_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """The arrays stored with `save(..., arrays=)`, by name, as host NumPy arrays."""
     path = os.fspath(path)

@@ -54,7 +54,8 @@ class TrainConfig:
     lr: float = 1e-3
     momentum: float = 0.9
     clip: float | None = None  # max gradient norm
-    shuffle: bool = True  # stateless only; a stateful stream is never shuffled
+    shuffle: bool | None = None  # None: by policy (stateless yes, stateful never); True on
+    # a stateful topology is an error
     seed: int = 0
     max_steps: int | None = None  # stop after this many optimizer steps (smoke runs)
     lr_decay: float | None = None  # divide lr by this when validation stops improving
@@ -155,7 +156,9 @@ class Trainer:
         self.config = config
         self.stateful = bool(topology.stateful)
         if self.stateful:
-            check_not_shuffled(config.shuffle, f"a Trainer for the stateful topology {topology.name!r}")
+            check_not_shuffled(
+                bool(config.shuffle), f"a Trainer for the stateful topology {topology.name!r}"
+            )
             self._check_stream(train, "train")
             if valid is not None:
                 self._check_stream(valid, "valid")
@@ -200,7 +203,8 @@ class Trainer:
         if self.stateful:
             return StatefulBatcher(self.train_data, c.batch_size, c.time_size)
         X, Y = self.train_data
-        return DataLoader(X, Y, c.batch_size, shuffle=c.shuffle, seed=c.seed + 1)
+        shuffle = True if c.shuffle is None else c.shuffle
+        return DataLoader(X, Y, c.batch_size, shuffle=shuffle, seed=c.seed + 1)
 
     def _eval_batches(self, data: Any, batch_size: int | None = None) -> Any:
         c = self.config

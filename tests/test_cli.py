@@ -1,0 +1,118 @@
+"""The `tinygrad-rnn` command, run as a user runs it: a real subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from plugin_factory import GOOD_PLUGIN, write_plugin
+from tinygrad_rnn.backend import get_backend
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def cli(*args: str, path: Path | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "MPLBACKEND": "Agg"}
+    if path is not None:
+        env["PYTHONPATH"] = os.pathsep.join([str(path), str(REPO)])
+    return subprocess.run([sys.executable, "-m", "tinygrad_rnn.cli", *args], capture_output=True,
+                          text=True, env=env, timeout=timeout, cwd=REPO)
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, *needles: str) -> None:
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    for needle in needles:
+        assert needle in lines[0]
+
+
+def test_train_sine_writes_metrics_checkpoint_and_plots(tmp_path):
+    out = tmp_path / "run"
+    result = cli("train", "sine", "--max-steps", "5", "--out", str(out), "--quiet")
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert {"mse", "noise_variance", "mse_clean"} <= set(metrics["test"])
+    assert metrics["history"] and metrics["throughput"] > 0
+    for name in ("checkpoint.npz", "prediction.png", "curves.png"):
+        assert (out / name).stat().st_size > 0, name
+
+    evaluated = cli("evaluate", str(out))
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert json.loads(evaluated.stdout)["mse"] == pytest.approx(metrics["test"]["mse"], rel=1e-5)
+
+    generated = cli("generate", str(out), "--length", "7")
+    assert generated.returncode == 0, generated.stderr
+    assert len(json.loads(generated.stdout)["continuation"]) == 7
+
+
+def test_resume_continues_a_run(tmp_path):
+    out = tmp_path / "run"
+    assert cli("train", "sine", "--max-steps", "3", "--out", str(out), "--quiet").returncode == 0
+    result = cli("train", "--resume", str(out), "--max-steps", "6", "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["steps"] == 6
+
+
+def test_text_lm_trains_and_samples(tmp_path):
+    corpus = tmp_path / "tiny.txt"
+    corpus.write_text("the quick brown fox jumps over the lazy dog.\n" * 600)
+    out = tmp_path / "run"
+    result = cli("train", "text", "--data", str(corpus), "--max-steps", "4", "--hidden-size", "16",
+                 "--batch-size", "4", "--out", str(out), "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert "perplexity" in json.loads((out / "metrics.json").read_text())["test"]
+    sample = cli("generate", str(out), "--prompt", "the ", "--length", "20", "--top-k", "5",
+                 "--temperature", "0.8")
+    assert sample.returncode == 0, sample.stderr
+    assert sample.stdout.startswith("the ")
+
+
+def test_unknown_recipe_is_one_clear_line():
+    assert_one_line_error(cli("train", "sinus"), "unknown recipe", "sinus", "sine")
+
+
+def test_unknown_topology_is_one_clear_line():
+    assert_one_line_error(cli("train", "sine", "--topology", "many-to-few"), "many-to-few",
+                          "many-to-one")
+
+
+def test_topology_that_does_not_suit_the_recipe():
+    assert_one_line_error(cli("train", "sine", "--topology", "seq2seq"), "does not suit", "sine")
+
+
+def test_missing_data_file_is_one_clear_line(tmp_path):
+    missing = tmp_path / "nowhere.txt"
+    assert_one_line_error(cli("train", "text", "--data", str(missing)), str(missing))
+
+
+@pytest.mark.skipif(get_backend("cupy").unavailable_reason() is None, reason="CuPy is available")
+def test_cupy_unavailable_is_one_clear_line():
+    assert_one_line_error(cli("train", "sine", "--backend", "cupy"), "cupy")
+
+
+def test_backends_lists_numpy_and_says_why_not_cupy():
+    result = cli("backends")
+    assert result.returncode == 0
+    assert "numpy    available" in result.stdout
+    assert "cupy" in result.stdout
+
+
+def test_out_of_tree_plugin_is_listed_and_trains_from_the_cli(tmp_path):
+    root = write_plugin(tmp_path / "site", "meanplugin", "meanplugin", GOOD_PLUGIN,
+                        "mean-over-time", "MeanOverTime")
+    listing = cli("topologies", path=root)
+    assert listing.returncode == 0, listing.stderr
+    assert "mean-over-time" in listing.stdout and "many-to-one" in listing.stdout
+    out = tmp_path / "run"
+    result = cli("train", "sine", "--topology", "mean-over-time", "--max-steps", "3", "--out",
+                 str(out), "--quiet", path=root)
+    assert result.returncode == 0, result.stderr
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["config"]["topology_name"] == "mean-over-time"

@@ -1,0 +1,209 @@
+"""The Trainer: both loops, validation isolation, schedule, divergence,
+interrupts, checkpoints and exact resume."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import tinygrad_rnn as tr
+import topologies
+from tinygrad_rnn.data import noisy_sine, sliding_windows
+from tinygrad_rnn.train import TrainConfig, Trainer, TrainingDivergedError
+
+
+def sine_windows(n: int = 300, window: int = 8):
+    series = noisy_sine(n, 25, 0.05, seed=3)
+    X, Y = sliding_windows(series, window)
+    return (X[:200], Y[:200]), (X[200:], Y[200:])
+
+
+def token_stream(n: int = 2000, vocab: int = 7):
+    # A learnable stream: each token mostly follows from the previous one.
+    rng = np.random.default_rng(5)
+    ids = np.zeros(n, dtype=np.int64)
+    for i in range(1, n):
+        ids[i] = (ids[i - 1] + 1) % vocab if rng.random() < 0.9 else rng.integers(vocab)
+    return ids
+
+
+def make_stateless(tmp_path=None, **config):
+    tr.manual_seed(0)
+    train, valid = sine_windows()
+    topo = topologies.create("many-to-one")
+    spec = topologies.ModelSpec(cell="lstm", hidden_size=8, input_size=1)
+    model = topo.build(spec)
+    cfg = TrainConfig(**{"epochs": 2, "batch_size": 16, "lr": 1e-2, "quiet": True, **config})
+    return Trainer(topo, model, cfg, train, valid, out_dir=tmp_path, extra={"spec": spec.to_dict()})
+
+
+def make_stateful(tmp_path=None, **config):
+    tr.manual_seed(0)
+    ids = token_stream()
+    topo = topologies.create("synced")
+    spec = topologies.ModelSpec(cell="gru", hidden_size=12, vocab_size=7, embedding_size=6,
+                                output_size=7, head="probabilities")
+    model = topo.build(spec)
+    cfg = TrainConfig(**{"epochs": 2, "batch_size": 4, "time_size": 10, "lr": 1e-2,
+                         "shuffle": False, "quiet": True, **config})
+    return Trainer(topo, model, cfg, ids[:1600], ids[1600:], out_dir=tmp_path)
+
+
+def weights(model):
+    return {k: v.copy() for k, v in model.state_dict().items()}
+
+
+def assert_same_weights(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+@pytest.mark.parametrize("make", [make_stateless, make_stateful])
+def test_training_lowers_the_validation_loss(make):
+    trainer = make(epochs=1)
+    before = trainer.evaluate(trainer.valid_data)["loss"]
+    trainer.fit()
+    after = trainer.history[-1]["valid_loss"]
+    assert after < before * 0.9
+
+
+def test_stateful_trainer_refuses_shuffling():
+    with pytest.raises(ValueError, match="shuffl"):
+        make_stateful(shuffle=True)
+
+
+def test_stateful_loop_carries_the_state_and_resets_at_epoch_start():
+    trainer = make_stateful(epochs=1, max_steps=3)
+    seen = []
+    original = trainer.topology.loss
+
+    def spy(model, inputs, targets, state=None):
+        seen.append(state)
+        return original(model, inputs, targets, state)
+
+    trainer.topology.loss = spy
+    trainer.fit()
+    assert seen[0] is None  # epoch start: fresh state
+    assert seen[1] is not None and seen[1].is_leaf  # carried, cut from the graph
+
+
+def test_validation_leaves_the_training_carry_alone():
+    trainer = make_stateful(epochs=1, max_steps=2)
+    trainer.fit()
+    carried = trainer.carried.numpy().copy()
+    trainer.evaluate(trainer.valid_data)
+    np.testing.assert_array_equal(trainer.carried.numpy(), carried)
+
+
+def test_same_seed_same_run():
+    a, b = make_stateless(epochs=1), make_stateless(epochs=1)
+    a.fit()
+    b.fit()
+    assert_same_weights(weights(a.model), weights(b.model))
+
+
+def test_lr_is_divided_when_validation_stops_improving():
+    trainer = make_stateless(lr_decay=4.0, patience=2)
+    trainer._schedule(1.0)
+    trainer._schedule(0.5)
+    assert trainer.optimizer.lr == pytest.approx(1e-2)
+    trainer._schedule(0.7)
+    assert trainer.optimizer.lr == pytest.approx(1e-2 / 4)
+    assert not trainer.stopped_early
+    trainer._schedule(0.6)
+    assert trainer.stopped_early
+
+
+def test_metrics_json_is_rewritten_after_every_epoch(tmp_path):
+    trainer = make_stateless(tmp_path, epochs=2)
+    epochs_seen = []
+    original = trainer.save_checkpoint
+
+    def spy():
+        path = original()
+        epochs_seen.append(len(json.loads((tmp_path / "metrics.json").read_text())["history"])
+                           if (tmp_path / "metrics.json").exists() else 0)
+        return path
+
+    trainer.save_checkpoint = spy
+    trainer.fit()
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert [h["epoch"] for h in metrics["history"]] == [1, 2]
+    assert metrics["config"]["train"]["batch_size"] == 16
+    assert epochs_seen[-1] >= 1
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    trainer = make_stateless(tmp_path, epochs=3)
+    trainer.config.epochs = 1
+    trainer.fit()
+    good = (tmp_path / "checkpoint.npz").read_bytes()
+    trainer.config.epochs = 3
+    original = trainer.topology.loss
+    calls = {"n": 0}
+
+    def poisoned(model, inputs, targets, state=None):
+        out = original(model, inputs, targets, state)
+        calls["n"] += 1
+        if calls["n"] == 3:
+            out = out._replace(loss=out.loss * float("nan"))
+        return out
+
+    trainer.topology.loss = poisoned
+    with pytest.raises(TrainingDivergedError, match="nan"):
+        trainer.fit()
+    assert (tmp_path / "checkpoint.npz").read_bytes() == good
+
+
+@pytest.mark.parametrize("make", [make_stateless, make_stateful])
+def test_resume_mid_epoch_ends_with_the_same_weights(tmp_path, make):
+    full = make(tmp_path / "full")
+    full.fit()
+    steps_per_epoch = len(full.loader)
+
+    first = make(tmp_path / "cut", max_steps=steps_per_epoch + 3)  # stop mid-epoch 2
+    first.fit()
+    second = make(tmp_path / "cut")
+    second.resume(tmp_path / "cut")
+    assert second.step == steps_per_epoch + 3
+    second.fit()
+    assert second.step == full.step
+    assert_same_weights(weights(full.model), weights(second.model))
+
+
+def test_ctrl_c_saves_a_checkpoint_that_resumes_exactly(tmp_path):
+    full = make_stateful(tmp_path / "full")
+    full.fit()
+
+    interrupted = make_stateful(tmp_path / "cut")
+    original_step = interrupted.optimizer.step
+    calls = {"n": 0}
+
+    def step_then_interrupt():
+        calls["n"] += 1
+        if calls["n"] == 7:
+            raise KeyboardInterrupt
+        original_step()
+
+    interrupted.optimizer.step = step_then_interrupt
+    with pytest.raises(KeyboardInterrupt):
+        interrupted.fit()
+    resumed = make_stateful(tmp_path / "cut")
+    resumed.resume(tmp_path / "cut")
+    assert resumed.step == 6
+    resumed.fit()
+    assert_same_weights(weights(full.model), weights(resumed.model))
+
+
+def test_stateless_trainer_checks_the_data_kind():
+    tr.manual_seed(0)
+    topo = topologies.create("many-to-one")
+    model = topo.build(topologies.ModelSpec(hidden_size=4, input_size=1))
+    with pytest.raises(ValueError, match="pairs"):
+        Trainer(topo, model, TrainConfig(quiet=True), np.zeros(100, np.float32))
+    with pytest.raises(topologies.TopologyDataError):
+        Trainer(topo, model, TrainConfig(quiet=True),
+                (np.zeros((10, 4, 1), np.float32), np.zeros((10, 4, 2, 1), np.float32)))
