@@ -100,6 +100,17 @@ class Seq2Seq(Topology):
         loss = model.head.loss(logits, targets_like(targets[:, 1:], logits))
         return StepOutput(loss, None, int(targets.shape[0] * (targets.shape[1] - 1)), logits)
 
+    def batch_metrics(
+        self, model: Seq2SeqModel, inputs: Any, targets: Any, out: StepOutput
+    ) -> dict[str, tuple[Any, int]]:
+        """Exact match of the greedy decode over the whole answer string."""
+        answers = _host(targets)
+        decoded, _ = self.predict(
+            model, inputs, length=answers.shape[1] - 1, start_id=answers[:, 0]
+        )
+        exact = (decoded == answers[:, 1:]).all(axis=1)
+        return {"accuracy": (int(exact.sum()), len(exact))}
+
     def predict(
         self,
         model: Seq2SeqModel,

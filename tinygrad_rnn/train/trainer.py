@@ -177,6 +177,7 @@ class Trainer:
         self.step = 0  # optimizer steps taken
         self.carried: Any = None  # the stateful carry, detached
         self.batch_in_epoch = 0  # batches of the current epoch already trained on
+        self.step_losses: list[float] = []  # every step's training loss, for diagnostics
         self.best: float | None = None
         self.bad_epochs = 0
         self.stopped_early = False
@@ -317,6 +318,7 @@ class Trainer:
                     self.carried = _detach(out.state)
                 self.step += 1
                 self.batch_in_epoch += 1
+                self.step_losses.append(loss_value)
                 epoch_loss += loss_value * out.count
                 epoch_count += out.count
                 progress.update(loss_value, out.count)
@@ -386,6 +388,7 @@ class Trainer:
             "stopped_early": self.stopped_early,
             "lr": float(self.optimizer.lr),
             "history": self.history,
+            "step_losses": self.step_losses,
             "carried_state": len(_flatten_state(self.carried)),
             **self.extra,
         }
@@ -418,6 +421,7 @@ class Trainer:
         self.stopped_early = bool(state["stopped_early"])
         self.optimizer.lr = float(state["lr"])
         self.history = list(state["history"])
+        self.step_losses = list(state.get("step_losses", []))
         self.loader.load_state_dict(_from_jsonable(state["loader"]))
         set_rng_state(state["rng"])
         carried = [arrays[f"carried_{i}"] for i in range(int(state["carried_state"]))]
@@ -446,6 +450,7 @@ class Trainer:
             "test": test if test is not None else previous.get("test", {}),
             "throughput": self.throughput,
             "steps": self.step,
+            "step_losses": self.step_losses,
         }
         write_json_atomic(path, payload)
 
