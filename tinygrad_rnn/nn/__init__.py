@@ -4,6 +4,14 @@ Shape letters used throughout: N batch, T time, D input features, H hidden
 size, V vocabulary, L layers.
 """
 
+from . import functional, init
+from .clip import clip_grad_norm
+from .layers import Dropout, Embedding, Linear
 from .module import Module, ModuleList, Parameter
+from .recurrent import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell
 
-__all__ = ["Module", "ModuleList", "Parameter"]
+__all__ = [
+    "Module", "ModuleList", "Parameter",
+    "Linear", "Embedding", "Dropout", "clip_grad_norm", "functional", "init",
+    "RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell",
+]  # fmt: skip

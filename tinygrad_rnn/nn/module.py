@@ -142,17 +142,14 @@ class Module:
         missing = sorted(set(own) - set(state))
         unexpected = sorted(set(state) - set(own))
         if strict and (missing or unexpected):
-            raise KeyError(
-                f"load_state_dict: missing keys {missing}, unexpected keys {unexpected}"
-            )
+            raise KeyError(f"load_state_dict: missing keys {missing}, unexpected keys {unexpected}")
         for name, value in state.items():
             if name not in own:
                 continue
             shape = tuple(np.shape(value))
             if shape != own[name].shape:
                 raise ValueError(
-                    f"load_state_dict: {name!r} expects shape {own[name].shape}, "
-                    f"got {shape}"
+                    f"load_state_dict: {name!r} expects shape {own[name].shape}, got {shape}"
                 )
         for name, value in state.items():
             if name in own:

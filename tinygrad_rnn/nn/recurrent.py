@@ -1,0 +1,684 @@
+"""Fused recurrent layers (RNN, LSTM, GRU), their one-step cells, and the shared driver.
+
+One layer's whole sequence, both directions included, is ONE tape entry: the
+time loop runs inside its forward and inside its hand-written backward. Per
+call, the input projections of all steps are one matmul per direction, each
+step computes all its gates with one matmul, and after the backward loop the
+weight and input gradients are one matmul each over all T*N rows. The
+per-step equations come from `cells.py`; this module is the driver they share
+and the Modules built on it.
+
+State layout (PyTorch's): h, and c for the LSTM, are (L * dirs, N, H), rows
+ordered layer by layer, the forward direction before the reverse one.
+Padding: with `lengths`, steps at or after a row's length leave its state
+unchanged and output zeros, so a padded batch needs no sorting; the reverse
+direction starts at each row's last valid step, as PyTorch's packed sequences.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from .. import ops
+from ..backend import get_array_module, get_backend
+from ..random import default_generator
+from ..tensor import Tensor, check_same_backend, record
+from .cells import CELL_MATH, CellMath
+from .module import Module, Parameter
+
+__all__ = [
+    "RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell",
+    "recurrent_sequence", "fused_layer",
+]  # fmt: skip
+
+State = Tensor | tuple[Tensor, Tensor]
+
+
+# ---- padding ---------------------------------------------------------------------
+class _Padding:
+    """Per-step masks built once per call on the data's backend, shared by all layers.
+
+    valid: (dirs, T, N, 1) 1.0 where the step is real, in each direction's step order
+    (the reverse direction walks time backwards). keep: its boolean complement.
+    """
+
+    __slots__ = ("valid", "keep")
+
+    def __init__(self, lengths: np.ndarray, dirs: int, time_size: int, xp: Any, dtype: Any):
+        steps = np.arange(time_size)[:, None]
+        valid = [steps < lengths[None, :]]  # forward: step s is time s
+        if dirs == 2:
+            valid.append(time_size - 1 - steps < lengths[None, :])  # reverse: time T-1-s
+        host = np.stack(valid)[..., None]  # (dirs, T, N, 1)
+        self.valid = xp.asarray(host, dtype=dtype)
+        self.keep = xp.asarray(~host)
+
+
+def _host_lengths(owner: str, lengths: Any, batch: int, time_size: int) -> np.ndarray | None:
+    """Checked lengths as a host int array, or None when every row is full."""
+    if lengths is None:
+        return None
+    if isinstance(lengths, Tensor):
+        lengths = lengths.numpy()
+    elif hasattr(lengths, "get"):  # a CuPy array: one copy, before any time loop
+        lengths = lengths.get()
+    host = np.asarray(lengths)
+    if host.ndim != 1 or host.shape[0] != batch:
+        raise ValueError(
+            f"{owner}: lengths must be a sequence of N={batch} ints (one per batch row); "
+            f"got shape {host.shape}"
+        )
+    if host.size and host.dtype.kind not in "iu":
+        raise TypeError(f"{owner}: lengths must be integers; got dtype {host.dtype}")
+    bad = np.flatnonzero((host < 0) | (host > time_size))
+    if bad.size:
+        i = int(bad[0])
+        raise ValueError(
+            f"{owner}: lengths[{i}]={int(host[i])} is out of range; expected "
+            f"0 <= length <= T={time_size}"
+        )
+    host = host.astype(np.int64)
+    return None if bool((host == time_size).all()) else host
+
+
+# ---- the fused layer: one tape entry per layer per call ---------------------------
+class _SequenceRun:
+    """What a layer's forward leaves for `final_state` and for its own backward.
+
+    final: per state, (dirs, N, H) after the last step. final_grads: filled by the
+    final-state entries' backward, which runs before the layer's (it was recorded
+    later). no_output_grad: the zero gradient a final-state entry sends to the
+    layer's output, recognised by identity so the loop skips adding it.
+    """
+
+    __slots__ = ("final", "final_grads", "no_output_grad")
+
+    def __init__(self, final: list[Any]):
+        self.final = final
+        self.final_grads: list[Any] = [None] * len(final)
+        self.no_output_grad: Any = None
+
+
+def _transposed_stack(xp: Any, weights: list[Any], scale: Any) -> Any:
+    """(dirs, K, G*H) C-contiguous stack of each (G*H, K) weight transposed, times scale."""
+    GH, K = weights[0].shape
+    out = xp.empty((len(weights), K, GH), dtype=weights[0].dtype)
+    for d, w in enumerate(weights):
+        if scale is None:
+            out[d] = w.T
+        else:
+            xp.multiply(w.T, scale, out=out[d])
+    return out
+
+
+def _by_step(buffer: Any) -> Any:
+    """View a (dirs, T, ...) buffer step-major: (T, ...) for one direction, else (T, dirs, ...)."""
+    return buffer[0] if buffer.shape[0] == 1 else buffer.swapaxes(0, 1)
+
+
+def fused_layer(
+    cell: CellMath,
+    x: Tensor,
+    weights: Sequence[Tensor],
+    state: Sequence[Tensor] = (),
+    state_rows: slice = slice(None),
+    padding: _Padding | None = None,
+    out_shape: tuple[int, ...] | None = None,
+) -> tuple[Tensor, _SequenceRun]:
+    """One layer over the whole sequence, recorded as one tape entry.
+
+    x: (N, T, D), or (N, D) for a single step. weights: per direction
+    [weight_ih (G*H, D), weight_hh (G*H, H), bias_ih (G*H,), bias_hh (G*H,)],
+    forward first. state: empty (zeros) or one Tensor per state (h, then c);
+    rows `state_rows` of its (-1, N, H) view are this layer's (dirs, N, H)
+    initial state. Inputs are trusted (the callers check them).
+    Returns out (N, T, dirs * H) (or `out_shape`) and the run for `final_state`.
+
+    Buffers are stored (dirs, T, ...) so each direction's slice is contiguous for
+    the big matmuls, and handed to the cell step-major (`_by_step`). The reverse
+    direction works on the time-reversed sequence, so both walk steps 0..T-1.
+    """
+    xp = get_array_module(x.data)
+    check_same_backend(
+        f"{cell.name} layer", x.data, *(w.data for w in weights), *(st.data for st in state)
+    )
+    x_data = x.data if x.ndim == 3 else x.data[:, None, :]
+    N, T, D = x_data.shape
+    dirs = len(weights) // 4
+    lead = () if dirs == 1 else (dirs,)
+    w_ih = [weights[4 * d].data for d in range(dirs)]
+    w_hh = [weights[4 * d + 1].data for d in range(dirs)]
+    GH, H = w_hh[0].shape
+    G = cell.gate_count
+    dtype = x_data.dtype
+
+    # The sigmoid gates' pre-activations are halved (see cells.py). With enough rows
+    # (T * N > D + H) the weights are transposed and scaled once per call into C order,
+    # where BLAS is fastest; a single step (a cell) instead uses the transposed views
+    # and scales its gates, which costs less than copying the weights.
+    scale = None
+    if any(factor != 1.0 for factor in cell.gate_scale):
+        scale = xp.asarray(np.repeat(np.asarray(cell.gate_scale), H), dtype=dtype)
+    gate_scale = None  # the scale the steps still have to apply
+    if T * N > D + H:
+        w_ih_t = _transposed_stack(xp, w_ih, scale)  # (dirs, D, G*H)
+        w_hh_t = _transposed_stack(xp, w_hh, scale)  # (dirs, H, G*H)
+    else:
+        w_ih_t, w_hh_t, gate_scale = [w.T for w in w_ih], [w.T for w in w_hh], scale
+    input_bias, step_bias = cell.split_bias(
+        xp.stack([weights[4 * d + 2].data for d in range(dirs)]),
+        xp.stack([weights[4 * d + 3].data for d in range(dirs)]),
+    )
+    if scale is not None and gate_scale is None:  # the weights came scaled: so must the bias
+        input_bias = input_bias * scale
+    if step_bias is not None and dirs == 1:
+        step_bias = step_bias[0]
+
+    # Input projections of all steps: one (T*N, D) @ (D, G*H) per direction, in step order.
+    x_time_major = x_data.transpose(1, 0, 2)  # (T, N, D)
+    x_steps = [
+        xp.ascontiguousarray(x_time_major if d == 0 else x_time_major[::-1]).reshape(T * N, D)
+        for d in range(dirs)
+    ]
+    pre_x = xp.empty((dirs, T, N, GH), dtype=dtype)
+    for d in range(dirs):
+        xp.matmul(x_steps[d], w_ih_t[d], out=pre_x[d].reshape(T * N, GH))
+    pre_x += input_bias[:, None, None, :]
+    if gate_scale is not None:
+        pre_x *= gate_scale
+    pre_x_steps = _by_step(pre_x)
+
+    # states[k][:, s] enters step s, states[k][:, s + 1] leaves it: (dirs, T+1, N, H).
+    states = [xp.empty((dirs, T + 1, N, H), dtype=dtype) for _ in range(cell.state_count)]
+    for k, st in enumerate(states):
+        st[:, 0] = 0 if not state else state[k].data.reshape(-1, N, H)[state_rows]
+    state_steps = [_by_step(st) for st in states]
+    saved = cell.workspace(xp, T, lead, N, H, dtype)
+
+    if dirs == 1:
+        w_hh_t0 = w_hh_t[0]
+
+        def project_hidden(h: Any, out: Any) -> None:
+            xp.matmul(h, w_hh_t0, out=out)
+            if gate_scale is not None:
+                out *= gate_scale
+    else:
+
+        def project_hidden(h: Any, out: Any) -> None:
+            for d in range(dirs):
+                xp.matmul(h[d], w_hh_t[d], out=out[d])
+            if gate_scale is not None:
+                out *= gate_scale
+
+    keep = None if padding is None else _by_step(padding.keep)
+    for s in range(T):
+        prev = [st[s] for st in state_steps]
+        new = [st[s + 1] for st in state_steps]
+        cell.step(xp, s, pre_x_steps[s], prev, new, project_hidden, step_bias, saved)
+        if keep is not None:  # padded steps carry the state through unchanged
+            for p, n in zip(prev, new):
+                xp.copyto(n, p, where=keep[s])
+    del pre_x, pre_x_steps
+
+    out = xp.empty((N, T, dirs * H), dtype=dtype)
+    for d in range(dirs):
+        leaving = states[0][d, 1:]  # (T, N, H), step order
+        if padding is not None:
+            leaving = leaving * padding.valid[d]
+        out[:, :, d * H : (d + 1) * H] = (leaving if d == 0 else leaving[::-1]).transpose(1, 0, 2)
+    run = _SequenceRun([xp.ascontiguousarray(st[:, T]) for st in states])
+
+    def backward(g: Any) -> list[Any]:
+        d_final, run.final_grads = run.final_grads, [None] * len(states)
+        valid = None if padding is None else padding.valid
+        # Gradient reaching each direction's outputs, in step order: (dirs, T, N, H).
+        d_out = None
+        if g is not run.no_output_grad:
+            g = g.reshape(N, T, dirs * H)
+            d_out = xp.empty((dirs, T, N, H), dtype=dtype)
+            for d in range(dirs):
+                part = g[:, :, d * H : (d + 1) * H].transpose(1, 0, 2)
+                d_out[d] = part if d == 0 else part[::-1]
+            if valid is not None:
+                d_out *= valid
+            d_out = _by_step(d_out)
+
+        factors = cell.backward_factors(
+            xp,
+            saved,
+            [st[:-1] for st in state_steps],
+            [st[1:] for st in state_steps],
+            None if valid is None else _by_step(valid),
+        )
+        d_pre_x = xp.empty((dirs, T, N, G, H), dtype=dtype)
+        d_pre_h = d_pre_x if cell.shares_gate_grads else xp.empty_like(d_pre_x)
+        d_pre_x_steps, d_pre_h_steps = _by_step(d_pre_x), _by_step(d_pre_h)
+        d_states = [
+            xp.zeros((*lead, N, H), dtype=dtype) if dg is None else dg.reshape(*lead, N, H).copy()
+            for dg in d_final
+        ]
+        dh, d_extra = d_states[0], d_states[1:]
+        spare = xp.empty_like(dh)
+        w_hh_0 = w_hh[0]
+        for s in reversed(range(T)):
+            if d_out is not None:
+                dh += d_out[s]
+            dph = d_pre_h_steps[s]
+            direct = cell.step_backward(xp, s, dh, d_extra, factors, d_pre_x_steps[s], dph)
+            if dirs == 1:
+                xp.matmul(dph.reshape(N, GH), w_hh_0, out=spare)
+            else:
+                for d in range(dirs):
+                    xp.matmul(dph[d].reshape(N, GH), w_hh[d], out=spare[d])
+            if direct is not None:
+                spare += direct
+            dh, spare = spare, dh
+        del factors
+
+        # All steps at once: weight, bias and input gradients, one matmul each.
+        weight_grads = []
+        dx_time_major = None
+        for d in range(dirs):
+            dpx = d_pre_x[d].reshape(T * N, GH)
+            dph = d_pre_h[d].reshape(T * N, GH)
+            h_entering = states[0][d, :-1].reshape(T * N, H)
+            db_ih = dpx.sum(axis=0)
+            db_hh = db_ih if cell.shares_gate_grads else dph.sum(axis=0)
+            weight_grads += [dpx.T @ x_steps[d], dph.T @ h_entering, db_ih, db_hh]
+            if x.requires_grad:
+                part = (dpx @ w_ih[d]).reshape(T, N, D)
+                part = part if d == 0 else part[::-1]
+                dx_time_major = part if dx_time_major is None else dx_time_major + part
+        dx = None if dx_time_major is None else dx_time_major.transpose(1, 0, 2).reshape(x.shape)
+
+        state_grads = []
+        d_initial = [dh.reshape(dirs, N, H)] + [d.reshape(dirs, N, H) for d in d_extra]
+        for k, st in enumerate(state):
+            if not st.requires_grad:
+                state_grads.append(None)
+                continue
+            full = xp.zeros(st.shape, dtype=st.dtype)
+            full.reshape(-1, N, H)[state_rows] = d_initial[k]
+            state_grads.append(full)
+        return [dx, *weight_grads, *state_grads]
+
+    out_tensor = record(
+        f"{cell.name}_sequence",
+        (x, *weights, *state),
+        out if out_shape is None else out.reshape(out_shape),
+        backward,
+    )
+    return out_tensor, run
+
+
+def final_state(
+    runs: Sequence[_SequenceRun],
+    index: int,
+    anchor: Tensor,
+    shape: tuple[int, ...],
+    anchor_is_output: bool,
+) -> Tensor:
+    """State `index` after the last step of every layer, stacked: (L * dirs, N, H) -> `shape`.
+
+    One small tape entry whose input is `anchor` (the last layer's output, or the
+    h this c goes with), so the layers' entries are reachable from it. Its
+    backward hands each layer its slice of the gradient through the run and
+    sends a zero gradient to `anchor`, which makes the layers' backward run.
+    """
+    xp = get_array_module(anchor.data)
+    data = xp.concatenate([run.final[index] for run in runs]).reshape(shape)
+
+    def backward(g: Any) -> tuple[Any]:
+        g = g.reshape(-1, *runs[0].final[index].shape[1:])
+        start = 0
+        for run in runs:
+            dirs = run.final[index].shape[0]
+            run.final_grads[index] = g[start : start + dirs]
+            start += dirs
+        zero = xp.zeros(anchor.shape, dtype=anchor.dtype)
+        if anchor_is_output:
+            runs[-1].no_output_grad = zero
+        return (zero,)
+
+    return record("recurrent_final_state", (anchor,), data, backward)
+
+
+# ---- the functional form shared by the Modules --------------------------------------
+def _cell_math(cell: str | CellMath) -> CellMath:
+    if isinstance(cell, CellMath):
+        return cell
+    if cell not in CELL_MATH:
+        raise ValueError(f"cell must be one of {sorted(CELL_MATH)}; got {cell!r}")
+    return CELL_MATH[cell]
+
+
+def _check_input(owner: str, x: Any, ndim: int, input_size: int, like: Tensor) -> None:
+    layout = "(N, T, D)" if ndim == 3 else "(N, D)"
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{owner}: x must be a Tensor {layout}; got {type(x).__name__}")
+    if x.ndim != ndim or x.shape[-1] != input_size:
+        raise ValueError(
+            f"{owner}: x must have shape {layout} with D=input_size={input_size}; "
+            f"got shape {x.shape}"
+        )
+    if ndim == 3 and x.shape[1] == 0:
+        raise ValueError(
+            f"{owner}: x must have at least one time step (T >= 1); got shape {x.shape}"
+        )
+    if x.dtype != like.dtype:
+        raise TypeError(
+            f"{owner}: x has dtype {x.dtype} but the parameters are {like.dtype}; "
+            f"convert x with x.astype(...) or build the layer with dtype={like.dtype}"
+        )
+    check_same_backend(owner, x.data, like.data)
+
+
+def _check_state(
+    owner: str, state: Any, count: int, shape: tuple[int, ...], like: Tensor
+) -> tuple[Tensor, ...]:
+    """The state as a tuple of `count` Tensors of `shape` (empty for None)."""
+    if state is None:
+        return ()
+    what = "a Tensor h" if count == 1 else "a tuple (h, c) of Tensors"
+    parts = (state,) if count == 1 else state
+    if (
+        (count == 1 and not isinstance(state, Tensor))
+        or (count > 1 and (not isinstance(state, (tuple, list)) or len(state) != count))
+        or not all(isinstance(p, Tensor) for p in parts)
+    ):
+        raise TypeError(f"{owner}: state must be None or {what}; got {type(state).__name__}")
+    for name, p in zip("hc", parts):
+        if p.shape != shape:
+            raise ValueError(f"{owner}: state {name} must have shape {shape}; got {p.shape}")
+        if p.dtype != like.dtype:
+            raise TypeError(f"{owner}: state {name} must have dtype {like.dtype}; got {p.dtype}")
+        check_same_backend(owner, p.data, like.data)
+    return tuple(parts)
+
+
+def recurrent_sequence(
+    cell: str | CellMath,
+    x: Tensor,
+    weights: Sequence[Sequence[Tensor]],
+    state: State | None = None,
+    lengths: Any = None,
+    dropout: float = 0.0,
+    generator: np.random.Generator | None = None,
+    owner: str = "recurrent_sequence",
+) -> tuple[Tensor, State]:
+    """Run stacked recurrent layers over a batch-first sequence (the Modules' forward).
+
+    cell: 'rnn', 'lstm' or 'gru'. x: (N, T, D). weights: per layer, per direction
+    [weight_ih, weight_hh, bias_ih, bias_hh] (4 or 8 Tensors; 8 = bidirectional).
+    state: h, or (h, c) for the LSTM, each (L * dirs, N, H); None means zeros.
+    lengths: N ints in [0, T] or None. dropout: applied to every layer's output but
+    the last (pass 0 outside training). Returns out (N, T, dirs * H) and the final
+    state in the layout of `state`.
+    """
+    math = _cell_math(cell)
+    layers = len(weights)
+    dirs = len(weights[0]) // 4
+    first = weights[0][0]
+    H = weights[0][1].shape[1]
+    _check_input(owner, x, 3, first.shape[1], first)
+    N, T, _ = x.shape
+    states = _check_state(owner, state, math.state_count, (layers * dirs, N, H), first)
+    host_lengths = _host_lengths(owner, lengths, N, T)
+    padding = None
+    if host_lengths is not None:
+        padding = _Padding(host_lengths, dirs, T, get_array_module(x.data), x.dtype)
+    rng = default_generator() if generator is None else generator
+
+    runs = []
+    layer_input = x
+    for k, layer_weights in enumerate(weights):
+        out, run = fused_layer(
+            math, layer_input, layer_weights, states, slice(k * dirs, (k + 1) * dirs), padding
+        )
+        runs.append(run)
+        if dropout > 0 and k < layers - 1:
+            mask = (
+                (rng.random(out.shape) >= dropout) / (1.0 - dropout)
+                if dropout < 1
+                else (np.zeros(out.shape))
+            )
+            out = ops.mul(out, Tensor(get_backend(out.backend).asarray(mask, dtype=out.dtype)))
+        layer_input = out
+
+    shape = (layers * dirs, N, H)
+    h = final_state(runs, 0, out, shape, anchor_is_output=True)
+    if math.state_count == 1:
+        return out, h
+    return out, (h, final_state(runs, 1, h, shape, anchor_is_output=False))
+
+
+# ---- Modules -------------------------------------------------------------------------
+def _float_dtype(owner: str, dtype: Any) -> np.dtype:
+    resolved = np.dtype(np.float32 if dtype is None else dtype)
+    if resolved.kind != "f":
+        raise TypeError(f"{owner}: dtype must be a floating type; got {resolved}")
+    return resolved
+
+
+def _positive_int(owner: str, name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{owner}: {name} must be a positive int; got {value!r}")
+    return int(value)
+
+
+def _uniform_parameter(
+    shape: tuple[int, ...], bound: float, rng: np.random.Generator, dtype: np.dtype
+) -> Parameter:
+    """U(-bound, bound) drawn on the host, so a seed gives the same numbers on every backend."""
+    host = rng.uniform(-bound, bound, size=shape).astype(dtype)
+    return Parameter(get_backend().asarray(host))
+
+
+class _RecurrentLayers(Module):
+    """Shared Module for RNN, LSTM and GRU (see their docstrings)."""
+
+    _cell: CellMath
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        dtype: Any = None,
+        generator: np.random.Generator | None = None,
+    ):
+        super().__init__()
+        owner = type(self).__name__
+        self.input_size = _positive_int(owner, "input_size", input_size)
+        self.hidden_size = H = _positive_int(owner, "hidden_size", hidden_size)
+        self.num_layers = _positive_int(owner, "num_layers", num_layers)
+        if not 0.0 <= float(dropout) <= 1.0:
+            raise ValueError(f"{owner}: dropout must be in [0, 1]; got {dropout!r}")
+        self.dropout = float(dropout)
+        self.bidirectional = bool(bidirectional)
+        self.generator = generator
+        dtype = _float_dtype(owner, dtype)
+        rng = default_generator() if generator is None else generator
+        dirs = 2 if self.bidirectional else 1
+        GH = self._cell.gate_count * H
+        bound = 1.0 / np.sqrt(H)
+        for k in range(self.num_layers):
+            layer_input = self.input_size if k == 0 else H * dirs
+            for suffix in ("", "_reverse")[:dirs]:
+                shapes = (
+                    ("weight_ih", (GH, layer_input)),
+                    ("weight_hh", (GH, H)),
+                    ("bias_ih", (GH,)),
+                    ("bias_hh", (GH,)),
+                )
+                for name, shape in shapes:
+                    setattr(
+                        self, f"{name}_l{k}{suffix}", _uniform_parameter(shape, bound, rng, dtype)
+                    )
+
+    def layer_weights(self) -> list[list[Tensor]]:
+        """Per layer, per direction [weight_ih, weight_hh, bias_ih, bias_hh]."""
+        suffixes = ("", "_reverse") if self.bidirectional else ("",)
+        return [
+            [
+                getattr(self, f"{name}_l{k}{suffix}")
+                for suffix in suffixes
+                for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+            ]
+            for k in range(self.num_layers)
+        ]
+
+    def forward(
+        self, x: Tensor, state: State | None = None, lengths: Any = None
+    ) -> tuple[Tensor, State]:
+        return recurrent_sequence(
+            self._cell,
+            x,
+            self.layer_weights(),
+            state,
+            lengths,
+            dropout=self.dropout if self.training else 0.0,
+            generator=self.generator,
+            owner=type(self).__name__,
+        )
+
+    def extra_repr(self) -> str:
+        extras = [f"{self.input_size}, {self.hidden_size}"]
+        if self.num_layers != 1:
+            extras.append(f"num_layers={self.num_layers}")
+        if self.dropout:
+            extras.append(f"dropout={self.dropout}")
+        if self.bidirectional:
+            extras.append("bidirectional=True")
+        return ", ".join(extras)
+
+
+_LAYERS_DOC = """
+
+    Called as ``out, state = layer(x, state=None, lengths=None)``:
+
+    - x: (N, T, D) batch-first, D = input_size.
+    - state: {state}, each (L * dirs, N, H) as in PyTorch (rows layer by layer,
+      forward direction before reverse; dirs = 2 if bidirectional). None means zeros.
+    - lengths: N ints in [0, T], each row's valid length, or None (all T). Padded
+      steps leave the state unchanged and output zeros; the final state of a row is
+      its state after its last valid step; the reverse direction starts there.
+    - out: (N, T, H * dirs), the last layer's h at every step (directions concatenated).
+    - state (returned): the final state, in the layout above; pass it to the next call
+      to carry it on (`detach()` it between batches).
+
+    Parameters (PyTorch's names and layout, G = {gates}), for layer k and direction
+    suffix '' or '_reverse': weight_ih_l{{k}} (G*H, D_k), weight_hh_l{{k}} (G*H, H),
+    bias_ih_l{{k}} (G*H,), bias_hh_l{{k}} (G*H,), with D_0 = input_size and
+    D_k = H * dirs above. Initialisation (PyTorch's default): every weight and bias
+    U(-1/sqrt(H), 1/sqrt(H)), drawn on the host from `generator` (default: the
+    library's generator, see `tr.manual_seed`) in that parameter order; load other
+    values with `load_state_dict` or `tr.interop.load_torch_state_dict`.
+
+    dropout: inverted dropout on every layer's output except the last, in training
+    mode only; its masks come from the same generator. dtype: float32 unless given.
+    One call records one tape entry per layer, whatever T.
+"""
+
+
+class RNN(_RecurrentLayers):
+    __doc__ = (
+        "Elman RNN with tanh, h' = tanh(W_ih x + b_ih + W_hh h + b_hh), stacked and "
+        "optionally bidirectional." + _LAYERS_DOC.format(state="h", gates=1)
+    )
+    _cell = CELL_MATH["rnn"]
+
+
+class LSTM(_RecurrentLayers):
+    __doc__ = (
+        "LSTM, gates i, f, g, o in PyTorch's order; c' = f * c + i * g, "
+        "h' = o * tanh(c')." + _LAYERS_DOC.format(state="a tuple (h, c)", gates=4)
+    )
+    _cell = CELL_MATH["lstm"]
+
+
+class GRU(_RecurrentLayers):
+    __doc__ = (
+        "GRU, gates r, z, n in PyTorch's order with the reset gate after the hidden "
+        "matmul: n = tanh(W_in x + b_in + r * (W_hn h + b_hn)), "
+        "h' = (1 - z) * n + z * h." + _LAYERS_DOC.format(state="h", gates=3)
+    )
+    _cell = CELL_MATH["gru"]
+
+
+class _RecurrentCell(Module):
+    """Shared Module for the one-step cells (see their docstrings)."""
+
+    _cell: CellMath
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        dtype: Any = None,
+        generator: np.random.Generator | None = None,
+    ):
+        super().__init__()
+        owner = type(self).__name__
+        self.input_size = _positive_int(owner, "input_size", input_size)
+        self.hidden_size = H = _positive_int(owner, "hidden_size", hidden_size)
+        dtype = _float_dtype(owner, dtype)
+        rng = default_generator() if generator is None else generator
+        GH = self._cell.gate_count * H
+        bound = 1.0 / np.sqrt(H)
+        self.weight_ih = _uniform_parameter((GH, self.input_size), bound, rng, dtype)
+        self.weight_hh = _uniform_parameter((GH, H), bound, rng, dtype)
+        self.bias_ih = _uniform_parameter((GH,), bound, rng, dtype)
+        self.bias_hh = _uniform_parameter((GH,), bound, rng, dtype)
+
+    def forward(self, x: Tensor, state: State | None = None) -> State:
+        owner = type(self).__name__
+        _check_input(owner, x, 2, self.input_size, self.weight_ih)
+        N, H = x.shape[0], self.hidden_size
+        count = self._cell.state_count
+        states = _check_state(owner, state, count, (N, H), self.weight_ih)
+        weights = [self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh]
+        # The sequence driver with T = 1: its output is the new h.
+        h, run = fused_layer(self._cell, x, weights, states, slice(0, 1), out_shape=(N, H))
+        if count == 1:
+            return h
+        return h, final_state([run], 1, h, (N, H), anchor_is_output=True)
+
+    def extra_repr(self) -> str:
+        return f"{self.input_size}, {self.hidden_size}"
+
+
+_CELL_DOC = """
+
+    Called as ``{call}`` with x (N, D), D = input_size, and {state} (N, H)
+    (None means zeros). It runs the sequence layers' fused op with T = 1, so the
+    math is the same. Parameters (PyTorch's names, G = {gates}): weight_ih (G*H, D),
+    weight_hh (G*H, H), bias_ih (G*H,), bias_hh (G*H,), initialised
+    U(-1/sqrt(H), 1/sqrt(H)) from `generator` (default: the library's generator).
+"""
+
+
+class RNNCell(_RecurrentCell):
+    __doc__ = "One tanh RNN step, h' = tanh(W_ih x + b_ih + W_hh h + b_hh)." + _CELL_DOC.format(
+        call="h = cell(x, h)", state="h", gates=1
+    )
+    _cell = CELL_MATH["rnn"]
+
+
+class LSTMCell(_RecurrentCell):
+    __doc__ = "One LSTM step (gates i, f, g, o)." + _CELL_DOC.format(
+        call="h, c = cell(x, (h, c))", state="h and c each", gates=4
+    )
+    _cell = CELL_MATH["lstm"]
+
+
+class GRUCell(_RecurrentCell):
+    __doc__ = "One GRU step (gates r, z, n; reset after the hidden matmul)." + _CELL_DOC.format(
+        call="h = cell(x, h)", state="h", gates=3
+    )
+    _cell = CELL_MATH["gru"]
