@@ -8,7 +8,8 @@ A topology says how a recurrent network is wired in time. A subclass of
 - `loss(model, inputs, targets, state)`: which steps feed the network and which
   steps the loss scores; returns the loss, the state to carry and the count of
   scored items;
-- `predict(model, inputs, state)` (and optionally `generate`): inference;
+- `predict(model, inputs, state)` (and optionally `generate`): inference, in
+  eval mode without a tape (`inference(model)`), the model's modes restored;
 - `stateful`: the hidden-state policy. Stateless topologies start every batch
   from a zero state; stateful ones get back the state they returned, detached
   from the graph, so backward is truncated at the batch boundary.
@@ -19,6 +20,8 @@ Heads come in the two kinds the field uses: `regression` (identity + MSE) and
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar, NamedTuple
 
@@ -27,7 +30,7 @@ import numpy as np
 from tinygrad_rnn import nn
 from tinygrad_rnn.backend import get_backend
 from tinygrad_rnn.nn import functional as F
-from tinygrad_rnn.tensor import Tensor, tensor
+from tinygrad_rnn.tensor import Tensor, no_grad
 
 __all__ = [
     "Topology",
@@ -39,6 +42,8 @@ __all__ = [
     "make_recurrent",
     "detach_state",
     "targets_like",
+    "as_values",
+    "inference",
     "CELLS",
     "HEADS",
 ]
@@ -196,7 +201,10 @@ class RecurrentModel(nn.Module):
 
     def embed(self, inputs: Any) -> Tensor:
         """(N, T) ids -> (N, T, E), or (N, T, D) values as a Tensor; dropout applied."""
-        x = self.embedding(inputs) if self.embedding is not None else _as_tensor(inputs)
+        if self.embedding is not None:
+            x = self.embedding(inputs)
+        else:
+            x = as_values(inputs, self.spec.dtype)
         return self.dropout(x) if self.dropout is not None else x
 
     def features(self, inputs: Any, state: Any = None, lengths: Any = None) -> tuple[Tensor, Any]:
@@ -205,8 +213,30 @@ class RecurrentModel(nn.Module):
         return (self.dropout(out) if self.dropout is not None else out), state
 
 
-def _as_tensor(value: Any) -> Tensor:
-    return value if isinstance(value, Tensor) else tensor(value)
+def as_values(value: Any, dtype: Any) -> Tensor:
+    """Real-valued inputs as a Tensor of the model's `dtype`.
+
+    A Tensor keeps its graph (a differentiable cast when its dtype differs), so
+    gradients can flow back to inputs; host or device arrays become constants on
+    the default backend. Float64 data meets a float32 model, and the reverse,
+    without an error from the first layer.
+    """
+    if isinstance(value, Tensor):
+        return value if value.dtype == np.dtype(dtype) else value.astype(dtype)
+    return Tensor(get_backend().asarray(value, dtype=dtype))
+
+
+@contextmanager
+def inference(model: nn.Module) -> Iterator[None]:
+    """Eval mode (no dropout) and no tape for the block; every module's mode is restored."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        with no_grad():
+            yield
+    finally:
+        for m, mode in modes:
+            object.__setattr__(m, "training", mode)  # as Module.train does, one module at a time
 
 
 def targets_like(targets: Any, outputs: Tensor) -> Tensor:

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+from numbers import Integral
 from typing import Any
 
 from tinygrad_rnn.tensor import Tensor, no_grad
 
-from .base import ModelSpec, RecurrentModel, StepOutput, Topology, detach_state, targets_like
+from .base import (
+    ModelSpec,
+    RecurrentModel,
+    StepOutput,
+    Topology,
+    detach_state,
+    inference,
+    targets_like,
+)
 from .registry import register
 
 
@@ -24,6 +33,14 @@ class ManyToOne(Topology):
     """
 
     options = {"time_size": None}
+
+    def __init__(self, **options: Any):
+        super().__init__(**options)
+        size = self.time_size
+        valid = size is None or (isinstance(size, Integral) and not isinstance(size, bool))
+        if not valid or (size is not None and size < 1):
+            raise ValueError(f"many-to-one: time_size must be None or an int >= 1; got {size!r}")
+        self.time_size = None if size is None else int(size)
 
     def build(self, spec: ModelSpec, generator=None) -> RecurrentModel:
         return RecurrentModel(spec, generator)
@@ -68,5 +85,5 @@ class ManyToOne(Topology):
         return StepOutput(loss, None, len(inputs), outputs)
 
     def predict(self, model: RecurrentModel, inputs: Any, state: Any = None) -> tuple[Any, Any]:
-        with no_grad():
+        with inference(model):
             return model.head.predict(self.last_step(model, inputs, state)), None

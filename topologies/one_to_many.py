@@ -7,11 +7,19 @@ from typing import Any
 import numpy as np
 
 from tinygrad_rnn import nn
-from tinygrad_rnn.backend import get_backend
+from tinygrad_rnn.backend import get_backend, to_host
 from tinygrad_rnn.ops import concatenate
-from tinygrad_rnn.tensor import Tensor, no_grad, tensor
+from tinygrad_rnn.tensor import Tensor
 
-from .base import ModelSpec, RecurrentModel, StepOutput, Topology, targets_like
+from .base import (
+    ModelSpec,
+    RecurrentModel,
+    StepOutput,
+    Topology,
+    as_values,
+    inference,
+    targets_like,
+)
 from .registry import register
 
 
@@ -64,6 +72,17 @@ class OneToMany(Topology):
         size = spec.extra.get("condition_size")
         if not size:
             raise ValueError('one-to-many needs spec.extra["condition_size"] (P)')
+        # Each step reads the previous step's output, so outputs and inputs must agree.
+        if spec.vocab_size is not None and spec.output_size != spec.vocab_size:
+            raise ValueError(
+                "one-to-many feeds each predicted id back in: output_size must equal "
+                f"vocab_size; got output_size={spec.output_size}, vocab_size={spec.vocab_size}"
+            )
+        if spec.input_size is not None and spec.output_size != spec.input_size:
+            raise ValueError(
+                "one-to-many feeds each predicted value back in: output_size must equal "
+                f"input_size; got output_size={spec.output_size}, input_size={spec.input_size}"
+            )
         return ConditionedModel(spec, int(size), generator)
 
     def check_data(self, inputs: Any, targets: Any) -> None:
@@ -85,8 +104,8 @@ class OneToMany(Topology):
     def loss(
         self, model: ConditionedModel, inputs: Any, targets: Any, state: Any = None
     ) -> StepOutput:
-        condition = tensor(inputs)
-        host_targets = _host(targets)
+        condition = as_values(inputs, model.spec.dtype)
+        host_targets = to_host(targets)
         outputs, _ = model.run(
             condition, self._shift_right(host_targets), model.initial_state(condition)
         )
@@ -95,7 +114,9 @@ class OneToMany(Topology):
 
     def generate(self, model: ConditionedModel, inputs: Any, length: int) -> np.ndarray:
         """Greedy autoregressive sequences (N, length, F) values or (N, length) ids."""
-        condition = tensor(inputs)
+        if length < 0:
+            raise ValueError(f"one-to-many: length must be >= 0; got {length}")
+        condition = as_values(inputs, model.spec.dtype)
         N = condition.shape[0]
         tokens = model.embedding is not None
         previous = (
@@ -103,8 +124,8 @@ class OneToMany(Topology):
             if tokens
             else np.zeros((N, 1, model.spec.output_size), dtype=condition.dtype)
         )
-        steps = []
-        with no_grad():
+        steps = [previous[:, :0]]  # keeps the shape of an empty sequence right
+        with inference(model):
             state = model.initial_state(condition)
             for _ in range(length):
                 outputs, state = model.run(condition, previous, state)
@@ -119,8 +140,3 @@ class OneToMany(Topology):
         if length is None:
             raise ValueError("one-to-many predict needs length= (steps to generate)")
         return self.generate(model, inputs, length), None
-
-
-def _host(a: Any) -> np.ndarray:
-    a = a.data if isinstance(a, Tensor) else a
-    return a.get() if hasattr(a, "get") else np.asarray(a)

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from tinygrad_rnn import nn
-from tinygrad_rnn.tensor import Tensor, no_grad, tensor
+from tinygrad_rnn.tensor import Tensor
 
-from .base import Head, ModelSpec, StepOutput, Topology, targets_like
+from .base import Head, ModelSpec, StepOutput, Topology, as_values, inference, targets_like
 from .registry import register
 
 
@@ -17,6 +17,7 @@ class FeedForward(nn.Module):
     def __init__(self, spec: ModelSpec, window: int, generator=None):
         super().__init__()
         self.window = window
+        self.dtype = spec.dtype
         self.embedding = None
         if spec.vocab_size is not None:
             self.embedding = nn.Embedding(
@@ -28,7 +29,7 @@ class FeedForward(nn.Module):
         self.head = Head(spec.hidden_size, spec, generator)
 
     def forward(self, inputs: Any) -> Tensor:
-        x = self.embedding(inputs) if self.embedding is not None else tensor(inputs)
+        x = self.embedding(inputs) if self.embedding is not None else as_values(inputs, self.dtype)
         if x.shape[1] != self.window:
             raise ValueError(
                 f"one-to-one was built for windows of {self.window} steps; got {x.shape[1]}"
@@ -59,9 +60,11 @@ class OneToOne(Topology):
             f"one-to-one takes windows (N, T, D) or ids (N, T); got shape {inputs.shape}",
         )
         self.require(
-            len(targets) == len(inputs) and targets.ndim in (1, 2, 3),
-            f"one-to-one needs one target per window; got targets of shape {targets.shape} "
-            f"for inputs of shape {inputs.shape}",
+            len(targets) == len(inputs)
+            and (targets.ndim in (1, 2) or (targets.ndim == 3 and targets.shape[1] == 1)),
+            "one-to-one needs one target per window, (N,) class ids or (N, F) values (or "
+            f"(N, 1, F)); got targets of shape {targets.shape} for inputs of shape "
+            f"{inputs.shape}",
         )
 
     def loss(self, model: FeedForward, inputs: Any, targets: Any, state: Any = None) -> StepOutput:
@@ -73,5 +76,5 @@ class OneToOne(Topology):
         )
 
     def predict(self, model: FeedForward, inputs: Any, state: Any = None) -> tuple[Any, Any]:
-        with no_grad():
+        with inference(model):
             return model.head.predict(model(inputs)), None

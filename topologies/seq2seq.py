@@ -7,11 +7,11 @@ from typing import Any
 import numpy as np
 
 from tinygrad_rnn import nn
-from tinygrad_rnn.backend import get_array_module
+from tinygrad_rnn.backend import get_array_module, to_host
 from tinygrad_rnn.ops import concatenate
-from tinygrad_rnn.tensor import Tensor, no_grad
+from tinygrad_rnn.tensor import Tensor
 
-from .base import Head, ModelSpec, StepOutput, Topology, make_recurrent, targets_like
+from .base import Head, ModelSpec, StepOutput, Topology, inference, make_recurrent, targets_like
 from .registry import register
 
 
@@ -104,7 +104,7 @@ class Seq2Seq(Topology):
         self, model: Seq2SeqModel, inputs: Any, targets: Any, out: StepOutput
     ) -> dict[str, tuple[Any, int]]:
         """Exact match of the greedy decode over the whole answer string."""
-        answers = _host(targets)
+        answers = to_host(targets)
         decoded, _ = self.predict(
             model, inputs, length=answers.shape[1] - 1, start_id=answers[:, 0]
         )
@@ -119,13 +119,20 @@ class Seq2Seq(Topology):
         length: int = 1,
         start_id: int | np.ndarray = 0,
     ) -> tuple[np.ndarray, Any]:
-        """Greedy decoding: ids (N, length) on the host, starting from `start_id`."""
-        with no_grad():
+        """Greedy decoding: ids (N, length) on the host, starting from `start_id`.
+
+        start_id: one id for every row, or N ids (the answers' first column).
+        Runs in eval mode without a tape; the model's modes are restored.
+        """
+        if length < 0:
+            raise ValueError(f"seq2seq: length must be >= 0; got {length}")
+        with inference(model):
             encoded, state = model.encode(inputs)
             summary = _last_hidden(state)
             xp = get_array_module(encoded.data)
             N = encoded.shape[0]
-            current = xp.asarray(np.broadcast_to(np.asarray(start_id, np.int64), (N,)))[:, None]
+            first = np.broadcast_to(to_host(start_id).astype(np.int64), (N,))
+            current = xp.asarray(first)[:, None]
             steps = []
             for _ in range(length):
                 logits, state = model.decode(current, state, encoded, summary)
@@ -133,8 +140,3 @@ class Seq2Seq(Topology):
                 steps.append(current)
             ids = xp.concatenate(steps, axis=1) if steps else xp.zeros((N, 0), np.int64)
         return (ids.get() if hasattr(ids, "get") else ids), None
-
-
-def _host(a: Any) -> np.ndarray:
-    a = a.data if isinstance(a, Tensor) else a
-    return a.get() if hasattr(a, "get") else np.asarray(a)

@@ -6,9 +6,11 @@ from typing import Any
 
 import numpy as np
 
-from tinygrad_rnn.tensor import no_grad, tensor
+from tinygrad_rnn.backend import to_host
+from tinygrad_rnn.random import default_generator
+from tinygrad_rnn.tensor import tensor
 
-from .base import ModelSpec, RecurrentModel, StepOutput, Topology, targets_like
+from .base import ModelSpec, RecurrentModel, StepOutput, Topology, inference, targets_like
 from .registry import register
 
 
@@ -44,10 +46,14 @@ class Synced(Topology):
         out, state = model.features(inputs, state)
         outputs = model.head(out)  # (N, T, V) or (N, T, F)
         loss = model.head.loss(outputs, targets_like(targets, outputs))
-        return StepOutput(loss, state, int(np.prod(inputs.shape[:2])), outputs)
+        # A stateless tagger's batches are independent windows (the last one may be
+        # smaller): its final state is nothing to carry, in training or evaluation.
+        carried = state if self.stateful else None
+        return StepOutput(loss, carried, int(np.prod(inputs.shape[:2])), outputs)
 
     def predict(self, model: RecurrentModel, inputs: Any, state: Any = None) -> tuple[Any, Any]:
-        with no_grad():
+        """Per-step values or probabilities (N, T, F or V), and the final state to continue."""
+        with inference(model):
             out, state = model.features(inputs, state)
             return model.head.predict(model.head(out)), state
 
@@ -65,19 +71,25 @@ class Synced(Topology):
         Token models sample the next id from softmax(logits / temperature),
         restricted to the `top_k` most likely when given (temperature 0 is
         greedy). Regression models continue a series in closed loop: the
-        prediction is the next input. prompt: ids (T,) or values (T, D).
-        Returns the generated steps only, on the host.
+        prediction is the next input. prompt: ids (T,) or values (T, D), T >= 1.
+        Returns the generated steps only, on the host: ids (length,) or values
+        (length, F). Runs in eval mode; the model's train/eval modes are restored.
+        Draws come from `generator` (default: the library's, see `tr.manual_seed`).
         """
         if length < 0:
             raise ValueError(f"length must be >= 0; got {length}")
         if temperature < 0:
             raise ValueError(f"temperature must be >= 0; got {temperature}")
-        rng = generator if generator is not None else np.random.default_rng()
+        if top_k is not None and (isinstance(top_k, bool) or int(top_k) != top_k or top_k < 1):
+            raise ValueError(f"top_k must be None or an int >= 1; got {top_k!r}")
+        rng = generator if generator is not None else default_generator()
         tokens = model.embedding is not None
-        prompt = np.asarray(prompt)
-        model.eval()
+        prompt = to_host(prompt)
+        if prompt.ndim != (1 if tokens else 2) or len(prompt) == 0:
+            layout = "ids (T,)" if tokens else "values (T, D)"
+            raise ValueError(f"prompt must be {layout} with T >= 1; got shape {prompt.shape}")
         generated = []
-        with no_grad():
+        with inference(model):
             out, state = model.features(tensor(prompt[None]), None)
             last = model.head(out[:, -1:])
             for _ in range(length):
@@ -90,7 +102,9 @@ class Synced(Topology):
                 generated.append(nxt)
                 out, state = model.features(tensor(step), state)
                 last = model.head(out)
-        return np.asarray(generated)
+        if tokens:
+            return np.asarray(generated, dtype=prompt.dtype)
+        return np.asarray(generated).reshape(length, model.spec.output_size)
 
 
 def _sample(logits: np.ndarray, temperature: float, top_k: int | None, rng) -> int:
