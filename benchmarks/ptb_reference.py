@@ -54,8 +54,9 @@ def evaluate(model: WordLM, data: np.ndarray, batch_size: int, time_size: int) -
     with torch.no_grad():
         for x, t in StatefulBatcher(data, batch_size, time_size):
             logits, state = model(torch.from_numpy(x), state)
-            loss = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
-                                               torch.from_numpy(t).reshape(-1))
+            loss = nn.functional.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]), torch.from_numpy(t).reshape(-1)
+            )
             total += float(loss) * t.size
             count += t.size
     model.train()
@@ -68,7 +69,9 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, default=None)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--data", default=None, help="folder of ptb.*.txt (default: $TINYGRAD_RNN_DATA/ptb)")
+    parser.add_argument(
+        "--data", default=None, help="folder of ptb.*.txt (default: $TINYGRAD_RNN_DATA/ptb)"
+    )
     parser.add_argument("--json", default=None, help="write the results here")
     args = parser.parse_args()
 
@@ -84,7 +87,9 @@ def main() -> None:
         state, tokens, t0 = None, 0, time.perf_counter()
         for x, t in batcher:
             logits, state = model(torch.from_numpy(x), state)
-            loss = nn.functional.cross_entropy(logits.reshape(-1, V), torch.from_numpy(t).reshape(-1))
+            loss = nn.functional.cross_entropy(
+                logits.reshape(-1, V), torch.from_numpy(t).reshape(-1)
+            )
             optimizer.zero_grad()
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), 0.25)
@@ -105,9 +110,14 @@ def main() -> None:
         if args.max_steps and step >= args.max_steps:
             break
     test = evaluate(model, corpus.test, 10, 35)
-    result = {"test_perplexity": test, "history": history, "steps": step,
-              "seconds": time.perf_counter() - started, "torch": torch.__version__,
-              "threads": args.threads}
+    result = {
+        "test_perplexity": test,
+        "history": history,
+        "steps": step,
+        "seconds": time.perf_counter() - started,
+        "torch": torch.__version__,
+        "threads": args.threads,
+    }
     print(json.dumps(result))
     if args.json:
         with open(args.json, "w") as fh:

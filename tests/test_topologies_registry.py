@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from plugin_factory import BROKEN_PLUGIN, GOOD_PLUGIN, write_plugin
 
 import topologies
-from plugin_factory import BROKEN_PLUGIN, GOOD_PLUGIN, write_plugin
 
 REPO = Path(__file__).resolve().parents[1]
 BUILTINS = {"one-to-one", "one-to-many", "many-to-one", "many-to-many-seq2seq",

@@ -18,8 +18,11 @@ from .base import (
     StepOutput,
     Topology,
     TopologyDataError,
+    as_values,
     detach_state,
+    inference,
     make_recurrent,
+    targets_like,
 )
 from .registry import (
     ENTRY_POINT_GROUP,
@@ -35,7 +38,7 @@ from .registry import (
 
 __all__ = [
     "Topology", "TopologyDataError", "ModelSpec", "StepOutput", "Head", "RecurrentModel",
-    "make_recurrent", "detach_state", "CELLS", "HEADS",
+    "make_recurrent", "detach_state", "as_values", "inference", "targets_like", "CELLS", "HEADS",
     "ENTRY_POINT_GROUP", "PluginLoadError", "TopologyNotFoundError",
     "register", "unregister", "get", "create", "available", "rediscover",
 ]  # fmt: skip

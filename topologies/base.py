@@ -73,6 +73,7 @@ class ModelSpec:
     vocab_size: int | None = None
     embedding_size: int = 16
     num_layers: int = 1
+    bidirectional: bool = False  # refused for stateful streams: backward cannot continue one
     dropout: float = 0.0
     tie_weights: bool = False
     init: str = "pytorch"  # or "textbook": randn/sqrt(fan_in), embedding randn/100, zero bias
@@ -121,9 +122,19 @@ def make_recurrent(spec: ModelSpec, input_size: int | None = None, generator=Non
         spec.hidden_size,
         num_layers=spec.num_layers,
         dropout=spec.dropout if spec.num_layers > 1 else 0.0,
+        bidirectional=spec.bidirectional,
         dtype=spec.dtype,
         generator=generator,
     )
+
+
+def refuse_bidirectional(spec: ModelSpec, why: str) -> None:
+    """Raise where a state is carried forward in time: a backward direction cannot continue it."""
+    if spec.bidirectional:
+        raise ValueError(
+            f"bidirectional=True cannot be used {why}: the backward direction reads the "
+            "sequence from its end, so it cannot continue a carried state"
+        )
 
 
 def detach_state(state: Any) -> Any:
@@ -182,11 +193,12 @@ class RecurrentModel(nn.Module):
             )
         self.rnn = make_recurrent(spec, spec.step_input_size + extra_input_size, generator)
         self.dropout = nn.Dropout(spec.dropout, generator=generator) if spec.dropout else None
-        self.head = Head(spec.hidden_size, spec, generator)
+        directions = 2 if spec.bidirectional else 1
+        self.head = Head(spec.hidden_size * directions, spec, generator)
         if spec.init == "textbook":
             nn.init.textbook_init_(self, generator)
         if spec.tie_weights:
-            if self.embedding is None or spec.embedding_size != spec.hidden_size:
+            if self.embedding is None or spec.embedding_size != spec.hidden_size * directions:
                 raise ValueError(
                     "tie_weights needs token inputs and embedding_size == hidden_size; got "
                     f"vocab_size={spec.vocab_size}, embedding_size={spec.embedding_size}, "
@@ -258,6 +270,8 @@ class Topology:
     description: ClassVar[str] = ""
     #: True: the trainer reads a StatefulBatcher stream and carries the state.
     stateful: bool = False
+    #: What StepOutput.count counts, for throughput figures ("samples", "tokens", ...).
+    count_unit: ClassVar[str] = "samples"
     #: Options a user may set (``--peeky``, ...), with their defaults.
     options: ClassVar[dict[str, Any]] = {}
 

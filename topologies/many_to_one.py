@@ -14,6 +14,7 @@ from .base import (
     Topology,
     detach_state,
     inference,
+    refuse_bidirectional,
     targets_like,
 )
 from .registry import register
@@ -43,6 +44,8 @@ class ManyToOne(Topology):
         self.time_size = None if size is None else int(size)
 
     def build(self, spec: ModelSpec, generator=None) -> RecurrentModel:
+        if self.time_size:
+            refuse_bidirectional(spec, "with time_size (the state is carried across chunks)")
         return RecurrentModel(spec, generator)
 
     def check_data(self, inputs: Any, targets: Any) -> None:

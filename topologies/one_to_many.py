@@ -18,6 +18,7 @@ from .base import (
     Topology,
     as_values,
     inference,
+    refuse_bidirectional,
     targets_like,
 )
 from .registry import register
@@ -67,8 +68,10 @@ class OneToMany(Topology):
     """
 
     options = {"start_id": 0}
+    count_unit = "steps"
 
     def build(self, spec: ModelSpec, generator=None) -> ConditionedModel:
+        refuse_bidirectional(spec, "in one-to-many (generation runs forward in time)")
         size = spec.extra.get("condition_size")
         if not size:
             raise ValueError('one-to-many needs spec.extra["condition_size"] (P)')

@@ -11,7 +11,16 @@ from tinygrad_rnn.backend import get_array_module, to_host
 from tinygrad_rnn.ops import concatenate
 from tinygrad_rnn.tensor import Tensor
 
-from .base import Head, ModelSpec, StepOutput, Topology, inference, make_recurrent, targets_like
+from .base import (
+    Head,
+    ModelSpec,
+    StepOutput,
+    Topology,
+    inference,
+    make_recurrent,
+    refuse_bidirectional,
+    targets_like,
+)
 from .registry import register
 
 
@@ -77,8 +86,10 @@ class Seq2Seq(Topology):
     """
 
     options = {"peeky": False, "attention": False}
+    count_unit = "answer tokens"
 
     def build(self, spec: ModelSpec, generator=None) -> Seq2SeqModel:
+        refuse_bidirectional(spec, "in seq2seq (the decoder continues the encoder's state)")
         return Seq2SeqModel(spec, bool(self.peeky), bool(self.attention), generator)
 
     def check_data(self, inputs: Any, targets: Any) -> None:

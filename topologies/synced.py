@@ -10,7 +10,15 @@ from tinygrad_rnn.backend import to_host
 from tinygrad_rnn.random import default_generator
 from tinygrad_rnn.tensor import tensor
 
-from .base import ModelSpec, RecurrentModel, StepOutput, Topology, inference, targets_like
+from .base import (
+    ModelSpec,
+    RecurrentModel,
+    StepOutput,
+    Topology,
+    inference,
+    refuse_bidirectional,
+    targets_like,
+)
 from .registry import register
 
 
@@ -25,8 +33,11 @@ class Synced(Topology):
     """
 
     stateful = True
+    count_unit = "tokens"
 
     def build(self, spec: ModelSpec, generator=None) -> RecurrentModel:
+        if self.stateful:
+            refuse_bidirectional(spec, "in a stateful stream (synced, stateful=True)")
         return RecurrentModel(spec, generator)
 
     def check_data(self, inputs: Any, targets: Any) -> None:

@@ -63,8 +63,9 @@ def series_prediction(
     return _save(fig, path)
 
 
-def generated_waves(path: str | Path, truth: np.ndarray, generated: np.ndarray,
-                    names: list[str]) -> Path:
+def generated_waves(
+    path: str | Path, truth: np.ndarray, generated: np.ndarray, names: list[str]
+) -> Path:
     """Generated waveforms (one-to-many) against the true ones."""
     fig = Figure(figsize=(10, 2.4 * len(truth)))
     axes = np.atleast_1d(fig.subplots(len(truth), 1))
@@ -82,10 +83,21 @@ def examples(path: str | Path, rows: list[dict[str, str]]) -> Path:
     fig = Figure(figsize=(8, 0.4 * (len(rows) + 2)))
     ax = fig.subplots()
     ax.set_axis_off()
-    cells = [[r["question"].strip(), r["answer"].strip(), r["predicted"].strip(),
-              "ok" if r["answer"] == r["predicted"] else "x"] for r in rows]
-    table = ax.table(cellText=cells, colLabels=["question", "answer", "predicted", ""],
-                     loc="center", cellLoc="left")
+    cells = [
+        [
+            r["question"].strip(),
+            r["answer"].strip(),
+            r["predicted"].strip(),
+            "ok" if r["answer"] == r["predicted"] else "x",
+        ]
+        for r in rows
+    ]
+    table = ax.table(
+        cellText=cells,
+        colLabels=["question", "answer", "predicted", ""],
+        loc="center",
+        cellLoc="left",
+    )
     table.auto_set_font_size(False)
     table.set_fontsize(9)
     return _save(fig, path)

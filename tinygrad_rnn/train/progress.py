@@ -35,8 +35,14 @@ class Progress:
         if not quiet and getattr(self.stream, "isatty", lambda: False)():
             from tqdm.auto import tqdm
 
-            self._bar = tqdm(total=self.total, desc=description, unit="step", file=self.stream,
-                             leave=True, dynamic_ncols=True)
+            self._bar = tqdm(
+                total=self.total,
+                desc=description,
+                unit="step",
+                file=self.stream,
+                leave=True,
+                dynamic_ncols=True,
+            )
 
     @property
     def rate(self) -> float:
@@ -49,7 +55,9 @@ class Progress:
         if self.quiet:
             return
         if self._bar is not None:
-            self._bar.set_postfix_str(f"loss={loss:.4f} {self.rate:,.0f} {self.unit}/s", refresh=False)
+            self._bar.set_postfix_str(
+                f"loss={loss:.4f} {self.rate:,.0f} {self.unit}/s", refresh=False
+            )
             self._bar.update(1)
         elif self.done >= self._next_line or self.done == self.total:
             self._next_line += max(self.total // 10, 1)

@@ -136,20 +136,30 @@ def _data_path(opts: Options, *parts: str) -> str:
 SINE = {"length": 2000, "period": 50, "noise_std": 0.1, "window": 25}
 
 
-@recipe("sine", "noisy sine, next-step regression (many-to-one LSTM, stateless windows)",
-        "many-to-one", ("many-to-one", "one-to-one"))
+@recipe(
+    "sine",
+    "noisy sine, next-step regression (many-to-one LSTM, stateless windows)",
+    "many-to-one",
+    ("many-to-one", "one-to-one"),
+)
 def _sine(opts: Options, rec: Recipe) -> Prepared:
-    noisy, clean = D.noisy_sine(SINE["length"], SINE["period"], SINE["noise_std"], seed=opts.seed,
-                                return_clean=True)
+    noisy, clean = D.noisy_sine(
+        SINE["length"], SINE["period"], SINE["noise_std"], seed=opts.seed, return_clean=True
+    )
     W = SINE["window"]
     parts = D.split_series(np.stack([noisy, clean], axis=1), (0.8, 0.1, 0.1))
     windows = [D.sliding_windows(p, W) for p in parts]
     # Inputs and targets read the noisy column; the clean one is kept to score mse_clean.
     (Xtr, Ytr), (Xva, Yva), (Xte, Yte) = [(X[..., :1], Y[..., :1]) for X, Y in windows]
     clean_targets = windows[2][1][:, 0, 1:]
-    spec = topologies.ModelSpec(cell=opts.cell or "lstm", hidden_size=_pick(opts.hidden_size, 32),
-                                output_size=1, head="regression", input_size=1,
-                                extra={"window": W})
+    spec = topologies.ModelSpec(
+        cell=opts.cell or "lstm",
+        hidden_size=_pick(opts.hidden_size, 32),
+        output_size=1,
+        head="regression",
+        input_size=1,
+        extra={"window": W},
+    )
     config = _config(opts, epochs=40, batch_size=32, lr=3e-3, optimizer="adam", lr_decay=2.0)
 
     def report(trainer: Trainer, out: Path) -> dict[str, Any]:
@@ -164,13 +174,26 @@ def _sine(opts: Options, rec: Recipe) -> Prepared:
         horizon = min(200, len(parts[2]) - W)
         continuation = closed_loop(trainer.topology, trainer.model, parts[2][:W, :1], horizon)
         plots.series_prediction(
-            out / "prediction.png", truth=Yte[:, 0, 0], clean=clean_targets[:, 0], predicted=pred,
-            continuation=continuation, continuation_truth=parts[2][W : W + horizon, 1],
+            out / "prediction.png",
+            truth=Yte[:, 0, 0],
+            clean=clean_targets[:, 0],
+            predicted=pred,
+            continuation=continuation,
+            continuation_truth=parts[2][W : W + horizon, 1],
         )
         return metrics
 
-    return Prepared("sine", _topology(rec, opts, window=W), spec, config, (Xtr, Ytr), (Xva, Yva),
-                    (Xte, Yte), {"series": SINE}, report)
+    return Prepared(
+        "sine",
+        _topology(rec, opts, window=W),
+        spec,
+        config,
+        (Xtr, Ytr),
+        (Xva, Yva),
+        (Xte, Yte),
+        {"series": SINE},
+        report,
+    )
 
 
 def closed_loop(topology: Any, model: Any, seed_window: np.ndarray, steps: int) -> np.ndarray:
@@ -187,36 +210,59 @@ def closed_loop(topology: Any, model: Any, seed_window: np.ndarray, steps: int) 
 
 
 # ---- waves: waveform classification ------------------------------------------------
-@recipe("waves", "waveform classification: sine/square/sawtooth/triangle (many-to-one, softmax)",
-        "many-to-one", ("many-to-one", "one-to-one"))
+@recipe(
+    "waves",
+    "waveform classification: sine/square/sawtooth/triangle (many-to-one, softmax)",
+    "many-to-one",
+    ("many-to-one", "one-to-one"),
+)
 def _waves(opts: Options, rec: Recipe) -> Prepared:
     T = 40
     X, y = D.waveforms_classification(3000, T, seed=opts.seed, noise_std=0.1)
     n_tr, n_va = 2400, 300
-    spec = topologies.ModelSpec(cell=opts.cell or "lstm", hidden_size=_pick(opts.hidden_size, 32),
-                                output_size=len(D.WAVE_NAMES), head="probabilities",
-                                input_size=1, extra={"window": T})
+    spec = topologies.ModelSpec(
+        cell=opts.cell or "lstm",
+        hidden_size=_pick(opts.hidden_size, 32),
+        output_size=len(D.WAVE_NAMES),
+        head="probabilities",
+        input_size=1,
+        extra={"window": T},
+    )
     config = _config(opts, epochs=10, batch_size=32, lr=3e-3, optimizer="adam")
 
     def report(trainer: Trainer, out: Path) -> dict[str, Any]:
         result = trainer.evaluate((X[n_tr + n_va :], y[n_tr + n_va :]))
         return {"accuracy": result["accuracy"], "loss": result["loss"]}
 
-    return Prepared("waves", _topology(rec, opts, window=T), spec, config,
-                    (X[:n_tr], y[:n_tr]), (X[n_tr : n_tr + n_va], y[n_tr : n_tr + n_va]),
-                    (X[n_tr + n_va :], y[n_tr + n_va :]), {"classes": list(D.WAVE_NAMES)}, report)
+    return Prepared(
+        "waves",
+        _topology(rec, opts, window=T),
+        spec,
+        config,
+        (X[:n_tr], y[:n_tr]),
+        (X[n_tr : n_tr + n_va], y[n_tr : n_tr + n_va]),
+        (X[n_tr + n_va :], y[n_tr + n_va :]),
+        {"classes": list(D.WAVE_NAMES)},
+        report,
+    )
 
 
 # ---- wavegen: parameters -> waveform ----------------------------------------------
-@recipe("wavegen", "waveform generation from parameters (one-to-many, teacher forcing)",
-        "one-to-many")
+@recipe(
+    "wavegen", "waveform generation from parameters (one-to-many, teacher forcing)", "one-to-many"
+)
 def _wavegen(opts: Options, rec: Recipe) -> Prepared:
     T = 40
     params, X = D.waveforms_generation(3000, T, seed=opts.seed)
     n_tr, n_va = 2400, 300
-    spec = topologies.ModelSpec(cell=opts.cell or "lstm", hidden_size=_pick(opts.hidden_size, 64),
-                                output_size=1, head="regression", input_size=1,
-                                extra={"condition_size": params.shape[1]})
+    spec = topologies.ModelSpec(
+        cell=opts.cell or "lstm",
+        hidden_size=_pick(opts.hidden_size, 64),
+        output_size=1,
+        head="regression",
+        input_size=1,
+        extra={"condition_size": params.shape[1]},
+    )
     config = _config(opts, epochs=15, batch_size=32, lr=3e-3, optimizer="adam")
     test = (params[n_tr + n_va :], X[n_tr + n_va :])
 
@@ -224,76 +270,154 @@ def _wavegen(opts: Options, rec: Recipe) -> Prepared:
         result = trainer.evaluate(test)
         generated = trainer.topology.generate(trainer.model, test[0][:4], T)
         gen_mse = float(np.mean((generated - test[1][:4]) ** 2))
-        plots.generated_waves(out / "generated.png", test[1][:4, :, 0], generated[:, :, 0],
-                              [D.WAVE_NAMES[int(np.argmax(p[:4]))] for p in test[0][:4]])
+        plots.generated_waves(
+            out / "generated.png",
+            test[1][:4, :, 0],
+            generated[:, :, 0],
+            [D.WAVE_NAMES[int(np.argmax(p[:4]))] for p in test[0][:4]],
+        )
         return {"mse": result["mse"], "generated_mse": gen_mse}
 
-    return Prepared("wavegen", _topology(rec, opts), spec, config,
-                    (params[:n_tr], X[:n_tr]), (params[n_tr : n_tr + n_va], X[n_tr : n_tr + n_va]),
-                    test, {}, report)
+    return Prepared(
+        "wavegen",
+        _topology(rec, opts),
+        spec,
+        config,
+        (params[:n_tr], X[:n_tr]),
+        (params[n_tr : n_tr + n_va], X[n_tr : n_tr + n_va]),
+        test,
+        {},
+        report,
+    )
 
 
 # ---- ptb: word-level language model ------------------------------------------------
-@recipe("ptb", "PTB word LM (synced, stateful truncated BPTT); --large for 2x650 tied",
-        "many-to-many-synced")
+@recipe(
+    "ptb",
+    "PTB word LM (synced, stateful truncated BPTT); --large for 2x650 tied",
+    "many-to-many-synced",
+)
 def _ptb(opts: Options, rec: Recipe) -> Prepared:
     corpus = D.load_ptb(opts.data or None)
     V = len(corpus.vocab)
     if opts.large:
         H = _pick(opts.hidden_size, 650)
-        spec = topologies.ModelSpec(cell=opts.cell or "lstm", hidden_size=H, output_size=V,
-                                    head="probabilities", vocab_size=V, embedding_size=H,
-                                    num_layers=2, dropout=0.5, tie_weights=True, init="pytorch")
-        config = _config(opts, epochs=40, batch_size=20, time_size=35, optimizer="sgd", lr=20.0,
-                         clip=0.25, lr_decay=4.0, eval_batch_size=10)
+        spec = topologies.ModelSpec(
+            cell=opts.cell or "lstm",
+            hidden_size=H,
+            output_size=V,
+            head="probabilities",
+            vocab_size=V,
+            embedding_size=H,
+            num_layers=2,
+            dropout=0.5,
+            tie_weights=True,
+            init="pytorch",
+        )
+        config = _config(
+            opts,
+            epochs=40,
+            batch_size=20,
+            time_size=35,
+            optimizer="sgd",
+            lr=20.0,
+            clip=0.25,
+            lr_decay=4.0,
+            eval_batch_size=10,
+        )
     else:
-        spec = topologies.ModelSpec(cell=opts.cell or "lstm", hidden_size=_pick(opts.hidden_size, 100),
-                                    output_size=V, head="probabilities", vocab_size=V,
-                                    embedding_size=100, init="textbook")
-        config = _config(opts, epochs=4, batch_size=20, time_size=35, optimizer="sgd", lr=20.0,
-                         clip=0.25, lr_decay=4.0, eval_batch_size=10)
-    return _language_model("ptb", rec, opts, spec, config, corpus.train, corpus.valid, corpus.test,
-                           corpus.vocab)
+        spec = topologies.ModelSpec(
+            cell=opts.cell or "lstm",
+            hidden_size=_pick(opts.hidden_size, 100),
+            output_size=V,
+            head="probabilities",
+            vocab_size=V,
+            embedding_size=100,
+            init="textbook",
+        )
+        config = _config(
+            opts,
+            epochs=4,
+            batch_size=20,
+            time_size=35,
+            optimizer="sgd",
+            lr=20.0,
+            clip=0.25,
+            lr_decay=4.0,
+            eval_batch_size=10,
+        )
+    return _language_model(
+        "ptb", rec, opts, spec, config, corpus.train, corpus.valid, corpus.test, corpus.vocab
+    )
 
 
-def _language_model(name: str, rec: Recipe, opts: Options, spec, config, train, valid, test,
-                    vocab) -> Prepared:
+def _language_model(
+    name: str, rec: Recipe, opts: Options, spec, config, train, valid, test, vocab
+) -> Prepared:
     def report(trainer: Trainer, out: Path) -> dict[str, Any]:
         # The textbook's measure: one stateful pass over the test corpus at batch 10, time 35.
         result = trainer.evaluate(test, batch_size=10)
         plots.curves(out / "perplexity.png", trainer.history, "perplexity")
         return {"perplexity": result["perplexity"], "loss": result["loss"]}
 
-    return Prepared(name, _topology(rec, opts), spec, config, train, valid, test,
-                    {"vocab": vocab.to_dict()}, report)
+    return Prepared(
+        name,
+        _topology(rec, opts),
+        spec,
+        config,
+        train,
+        valid,
+        test,
+        {"vocab": vocab.to_dict()},
+        report,
+    )
 
 
 # ---- text: character LM on any file ------------------------------------------------
-@recipe("text", "character LM on any text file (--data PATH), with sampling",
-        "many-to-many-synced")
+@recipe("text", "character LM on any text file (--data PATH), with sampling", "many-to-many-synced")
 def _text(opts: Options, rec: Recipe) -> Prepared:
     path = _data_path(opts, "tinyshakespeare", "input.txt")
     ids, vocab = D.load_text(path, level="char")
     parts = D.split_series(ids, (0.9, 0.05, 0.05))
     V = len(vocab)
-    spec = topologies.ModelSpec(cell=opts.cell or "lstm", hidden_size=_pick(opts.hidden_size, 256),
-                                output_size=V, head="probabilities", vocab_size=V,
-                                embedding_size=64)
-    config = _config(opts, epochs=2, batch_size=32, time_size=64, optimizer="adam", lr=2e-3,
-                     clip=5.0, eval_batch_size=16)
+    spec = topologies.ModelSpec(
+        cell=opts.cell or "lstm",
+        hidden_size=_pick(opts.hidden_size, 256),
+        output_size=V,
+        head="probabilities",
+        vocab_size=V,
+        embedding_size=64,
+    )
+    config = _config(
+        opts,
+        epochs=2,
+        batch_size=32,
+        time_size=64,
+        optimizer="adam",
+        lr=2e-3,
+        clip=5.0,
+        eval_batch_size=16,
+    )
     return _language_model("text", rec, opts, spec, config, *parts, vocab)
 
 
 # ---- addition and date: seq2seq ----------------------------------------------------
-def _seq2seq(name: str, opts: Options, rec: Recipe, hidden: int, epochs: int,
-             reverse_default: bool) -> Prepared:
+def _seq2seq(
+    name: str, opts: Options, rec: Recipe, hidden: int, epochs: int, reverse_default: bool
+) -> Prepared:
     reverse = reverse_default if opts.reverse is None else opts.reverse
     path = opts.data or name
     sets = D.load_seq2seq(path, reverse_input=reverse, seed=1984)
     V = len(sets.vocab)
-    spec = topologies.ModelSpec(cell=opts.cell or "lstm", hidden_size=_pick(opts.hidden_size, hidden),
-                                output_size=V, head="probabilities", vocab_size=V,
-                                embedding_size=16, init="textbook")
+    spec = topologies.ModelSpec(
+        cell=opts.cell or "lstm",
+        hidden_size=_pick(opts.hidden_size, hidden),
+        output_size=V,
+        head="probabilities",
+        vocab_size=V,
+        embedding_size=16,
+        init="textbook",
+    )
     config = _config(opts, epochs=epochs, batch_size=128, optimizer="adam", lr=1e-3, clip=5.0)
     topology = _topology(rec, opts, peeky=opts.peeky, attention=opts.attention)
     # Validation is a held-out slice of the training split; the test split stays untouched.
@@ -304,29 +428,48 @@ def _seq2seq(name: str, opts: Options, rec: Recipe, hidden: int, epochs: int,
 
     def report(trainer: Trainer, out: Path) -> dict[str, Any]:
         result = trainer.evaluate(test)
-        decoded, _ = trainer.topology.predict(trainer.model, test[0][:10],
-                                              length=test[1].shape[1] - 1, start_id=sets.start_id)
+        decoded, _ = trainer.topology.predict(
+            trainer.model, test[0][:10], length=test[1].shape[1] - 1, start_id=sets.start_id
+        )
         examples = [
-            {"question": sets.decode_question(q), "answer": sets.decode(t[1:]),
-             "predicted": sets.decode(p)}
+            {
+                "question": sets.decode_question(q),
+                "answer": sets.decode(t[1:]),
+                "predicted": sets.decode(p),
+            }
             for q, t, p in zip(test[0][:10], test[1][:10], decoded)
         ]
         plots.curves(out / "accuracy.png", trainer.history, "accuracy")
         plots.examples(out / "examples.png", examples)
         return {"accuracy": result["accuracy"], "loss": result["loss"], "examples": examples}
 
-    return Prepared(name, topology, spec, config, train, valid, test,
-                    {"vocab": sets.vocab.to_dict(), "reverse_input": reverse}, report)
+    return Prepared(
+        name,
+        topology,
+        spec,
+        config,
+        train,
+        valid,
+        test,
+        {"vocab": sets.vocab.to_dict(), "reverse_input": reverse},
+        report,
+    )
 
 
-@recipe("addition", "seq2seq addition (e.g. 16+75 -> 91); --reverse, --peeky, --attention",
-        "many-to-many-seq2seq")
+@recipe(
+    "addition",
+    "seq2seq addition (e.g. 16+75 -> 91); --reverse, --peeky, --attention",
+    "many-to-many-seq2seq",
+)
 def _addition(opts: Options, rec: Recipe) -> Prepared:
     return _seq2seq("addition", opts, rec, hidden=128, epochs=25, reverse_default=False)
 
 
-@recipe("date", "seq2seq date normalisation to ISO; reversed input by default; --attention",
-        "many-to-many-seq2seq")
+@recipe(
+    "date",
+    "seq2seq date normalisation to ISO; reversed input by default; --attention",
+    "many-to-many-seq2seq",
+)
 def _date(opts: Options, rec: Recipe) -> Prepared:
     return _seq2seq("date", opts, rec, hidden=256, epochs=10, reverse_default=True)
 
@@ -336,8 +479,13 @@ def prepare(name: str, opts: Options) -> Prepared:
     rec = get_recipe(name)
     prepared = rec.build(opts, rec)
     prepared.extra.update(
-        {"recipe": name, "options": opts.to_dict(), "spec": prepared.spec.to_dict(),
-         "topology_name": prepared.topology.name, "topology_options": prepared.topology.config}
+        {
+            "recipe": name,
+            "options": opts.to_dict(),
+            "spec": prepared.spec.to_dict(),
+            "topology_name": prepared.topology.name,
+            "topology_options": prepared.topology.config,
+        }
     )
     return prepared
 
@@ -347,4 +495,3 @@ def rebuild_model(extra: dict[str, Any]) -> tuple[Any, Any]:
     topology = topologies.create(extra["topology_name"], **extra["topology_options"])
     spec = topologies.ModelSpec(**extra["spec"])
     return topology, topology.build(spec)
-

@@ -8,6 +8,12 @@
 Validation runs after each epoch with a state of its own, so it never touches
 the training carry. Checkpoints hold everything needed to continue exactly
 where the run stopped, mid-epoch included.
+
+With a `communicator` of more than one rank the same loops run data-parallel
+(see `train.distributed`): each rank reads its shard, gradients and the loss
+are averaged over ranks every step before clipping, every rank validates on the
+whole validation set (rank 0's numbers drive the schedule), and only rank 0
+prints and writes files. Without one, or with one rank, nothing changes.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import json
 import math
 import os
 import time
+import traceback
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +36,7 @@ from ..data import DataLoader, StatefulBatcher, check_not_shuffled
 from ..nn import clip_grad_norm
 from ..random import get_rng_state, set_rng_state
 from ..tensor import Tensor, no_grad
+from . import distributed
 from .progress import Progress
 
 __all__ = ["TrainConfig", "Trainer", "TrainingDivergedError", "write_json_atomic"]
@@ -138,6 +146,10 @@ class Trainer:
             (recipe, model spec, vocabulary...), so evaluate/generate can
             rebuild the model from the checkpoint alone.
         optimizer: defaults to `config.optimizer` over the model's parameters.
+        communicator: an `MPICommunicator` (or None) for data-parallel training;
+            then `config.batch_size` is the batch per rank, every rank must be
+            given the same model, config, data and out_dir, and the model's
+            parameters start as rank 0's.
     """
 
     def __init__(
@@ -150,6 +162,7 @@ class Trainer:
         out_dir: str | os.PathLike | None = None,
         extra: dict[str, Any] | None = None,
         optimizer: Any = None,
+        communicator: Any = None,
     ):
         self.topology = topology
         self.model = model
@@ -159,6 +172,11 @@ class Trainer:
             check_not_shuffled(
                 bool(config.shuffle), f"a Trainer for the stateful topology {topology.name!r}"
             )
+            if any(getattr(m, "bidirectional", False) for m in model.modules()):
+                raise ValueError(
+                    f"the stateful topology {topology.name!r} carries the state across batches, "
+                    "which a bidirectional layer cannot continue; use bidirectional=False"
+                )
             self._check_stream(train, "train")
             if valid is not None:
                 self._check_stream(valid, "valid")
@@ -171,6 +189,14 @@ class Trainer:
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.extra = dict(extra or {})
         self.optimizer = optimizer or make_optimizer(config.optimizer, model.parameters(), config)
+        # One rank is the single-process trainer, unchanged.
+        self.comm = communicator if communicator is not None and communicator.size > 1 else None
+        self.rank = 0 if self.comm is None else self.comm.rank
+        self._allreduce = None
+        if self.comm is not None:
+            distributed.seed_rank_generator(config.seed, self.rank)
+            distributed.broadcast_parameters(model.parameters(), self.comm)
+            self._allreduce = distributed.GradientAllreduce(model.parameters(), self.comm)
         self.loader = self._make_train_loader()
         self.history: list[dict[str, Any]] = []
         self.epoch = 0  # completed epochs
@@ -201,6 +227,10 @@ class Trainer:
 
     def _make_train_loader(self) -> Any:
         c = self.config
+        if self.comm is not None:
+            return distributed.make_train_loader(
+                self.stateful, self.train_data, c, self.rank, self.comm.size
+            )
         if self.stateful:
             return StatefulBatcher(self.train_data, c.batch_size, c.time_size)
         X, Y = self.train_data
@@ -211,7 +241,9 @@ class Trainer:
         c = self.config
         if self.stateful:
             return StatefulBatcher(
-                data, batch_size or c.eval_batch_size or c.batch_size, c.eval_time_size or c.time_size
+                data,
+                batch_size or c.eval_batch_size or c.batch_size,
+                c.eval_time_size or c.time_size,
             )
         X, Y = data
         return DataLoader(X, Y, batch_size or c.eval_batch_size or c.batch_size, shuffle=False)
@@ -233,7 +265,7 @@ class Trainer:
             with no_grad():
                 for inputs, targets in self._eval_batches(data, batch_size):
                     out = self.topology.loss(self.model, inputs, targets, state)
-                    state = out.state
+                    state = out.state if self.stateful else None
                     total_loss += float(out.loss.item()) * out.count
                     total_count += out.count
                     for name, (value, n) in self.topology.batch_metrics(
@@ -276,7 +308,16 @@ class Trainer:
             while self.epoch < c.epochs and not self._budget_spent() and not self.stopped_early:
                 self._run_epoch()
         except KeyboardInterrupt:
+            if self.comm is not None:  # ranks stop at different points: no collective save
+                self.comm.abort(f"rank {self.rank} interrupted; the last checkpoint is kept", 130)
             self.save_checkpoint()
+            raise
+        except TrainingDivergedError:
+            raise  # decided on the global loss: every rank raises it at the same step
+        except Exception as err:
+            if self.comm is not None:  # the other ranks would wait for this one forever
+                traceback.print_exc()
+                self.comm.abort(f"rank {self.rank} failed: {type(err).__name__}: {err}")
             raise
         self.write_metrics()
         return self.history
@@ -287,8 +328,10 @@ class Trainer:
     def _run_epoch(self) -> None:
         c = self.config
         loader = self.loader
-        unit = "tokens" if self.stateful and self.model_head_kind() != "regression" else "samples"
-        progress = Progress(len(loader), f"epoch {self.epoch + 1}/{c.epochs}", unit, c.quiet)
+        unit = getattr(self.topology, "count_unit", "samples")
+        progress = Progress(
+            len(loader), f"epoch {self.epoch + 1}/{c.epochs}", unit, c.quiet or self.rank != 0
+        )
         params = self.model.parameters()
         batches = iter(loader)  # sets the epoch up now: fresh, or the resumed position
         self.batch_in_epoch = loader.state_dict()["next_batch"]
@@ -302,14 +345,16 @@ class Trainer:
                     self.carried = None
                 out = self.topology.loss(self.model, inputs, targets, self.carried)
                 loss_value = float(out.loss.item())
-                if not math.isfinite(loss_value):
-                    raise TrainingDivergedError(
-                        f"the loss became {loss_value} at step {self.step + 1} (epoch "
-                        f"{self.epoch + 1}); training stopped. The last good checkpoint is kept"
-                        + (f" in {self.out_dir / CHECKPOINT_NAME}" if self.out_dir else "")
-                        + ". Try a smaller lr or a gradient clip."
-                    )
+                count = out.count
+                if self._allreduce is None:
+                    self._check_finite(loss_value)
                 out.loss.backward()
+                if self._allreduce is not None:
+                    # The global mean loss travels with the gradients: one message a step.
+                    loss_value, count = self._allreduce(
+                        loss_value, count, f"the gradient allreduce of step {self.step + 1}"
+                    )
+                    self._check_finite(loss_value)
                 if c.clip is not None:
                     clip_grad_norm(params, c.clip)
                 self.optimizer.step()
@@ -319,9 +364,9 @@ class Trainer:
                 self.step += 1
                 self.batch_in_epoch += 1
                 self.step_losses.append(loss_value)
-                epoch_loss += loss_value * out.count
-                epoch_count += out.count
-                progress.update(loss_value, out.count)
+                epoch_loss += loss_value * count
+                epoch_count += count
+                progress.update(loss_value, count)
                 if c.checkpoint_every and self.step % c.checkpoint_every == 0:
                     self.save_checkpoint()
                 if self._budget_spent():
@@ -345,6 +390,8 @@ class Trainer:
         }
         if self.valid_data is not None:
             valid = self.evaluate(self.valid_data)
+            if self.comm is not None:  # equal replicas, equal numbers; rank 0's decide, to be sure
+                valid = self.comm.broadcast_object(valid, "the validation metrics")
             record.update({f"valid_{k}": v for k, v in valid.items()})
             if finished_epoch:  # a partial epoch (max_steps) must not move the schedule
                 self._schedule(valid[self.monitor])
@@ -353,11 +400,21 @@ class Trainer:
             " ".join(
                 f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                 for k, v in record.items()
-                if k in ("epoch", "step", "train_loss", "lr", "throughput") or k.startswith("valid_")
+                if k in ("epoch", "step", "train_loss", "lr", "throughput")
+                or k.startswith("valid_")
             )
         )
         self.save_checkpoint()
         self.write_metrics()
+
+    def _check_finite(self, loss_value: float) -> None:
+        if not math.isfinite(loss_value):
+            raise TrainingDivergedError(
+                f"the loss became {loss_value} at step {self.step + 1} (epoch "
+                f"{self.epoch + 1}); training stopped. The last good checkpoint is kept"
+                + (f" in {self.out_dir / CHECKPOINT_NAME}" if self.out_dir else "")
+                + ". Try a smaller lr or a gradient clip."
+            )
 
     def _schedule(self, value: float) -> None:
         """Divide lr by `lr_decay` when validation stops improving; maybe stop early."""
@@ -397,10 +454,23 @@ class Trainer:
         """Write `checkpoint.npz` atomically (nothing when out_dir is None)."""
         if self.out_dir is None:
             return None
+        carried = [_host(s) for s in _flatten_state(self.carried)]
+        extra = {}
+        if self.comm is not None:
+            # Rank 0 writes the global carry (the lane groups joined) and every rank's RNG.
+            gathered = distributed.gather_rank_states(
+                self.comm, carried, get_rng_state(), distributed.state_batch_axis(self.topology),
+                f"the checkpoint gather of step {self.step}",
+            )
+            if gathered is None:
+                return None
+            carried, rng_states = gathered
+            extra["distributed"] = {"world_size": self.comm.size, "rng": _jsonable(rng_states)}
+        extra = {**self.training_state(), **extra}
         self.out_dir.mkdir(parents=True, exist_ok=True)
         path = self.out_dir / CHECKPOINT_NAME
-        arrays = {f"carried_{i}": _host(s) for i, s in enumerate(_flatten_state(self.carried))}
-        ckpt.save(path, self.model, self.optimizer, extra=self.training_state(), arrays=arrays)
+        arrays = {f"carried_{i}": a for i, a in enumerate(carried)}
+        ckpt.save(path, self.model, self.optimizer, extra=extra, arrays=arrays)
         return path
 
     def resume(self, path: str | os.PathLike) -> None:
@@ -422,9 +492,24 @@ class Trainer:
         self.optimizer.lr = float(state["lr"])
         self.history = list(state["history"])
         self.step_losses = list(state.get("step_losses", []))
-        self.loader.load_state_dict(_from_jsonable(state["loader"]))
-        set_rng_state(state["rng"])
+        saved = state.get("distributed")
+        saved_ranks = 1 if saved is None else int(saved["world_size"])
+        ranks = 1 if self.comm is None else self.comm.size
+        if saved_ranks != ranks:
+            raise ValueError(
+                f"{path} was written by a run over {saved_ranks} rank(s); resume it with "
+                f"{saved_ranks} (mpirun -n {saved_ranks} ... --distributed), not {ranks}"
+            )
+        loader_state = _from_jsonable(state["loader"])
+        if self.comm is not None:
+            loader_state = distributed.rank_loader_state(loader_state, self.loader)
+        self.loader.load_state_dict(loader_state)
+        set_rng_state(state["rng"] if saved is None else saved["rng"][self.rank])
         carried = [arrays[f"carried_{i}"] for i in range(int(state["carried_state"]))]
+        if carried and self.comm is not None:  # this rank's lane group of the global carry
+            carried = distributed.rank_slice(
+                carried, self.rank, self.comm.size, distributed.state_batch_axis(self.topology)
+            )
         if carried:
             target = get_backend(self.model.parameters()[0].backend)
             tensors = [Tensor(target.asarray(a)) for a in carried]
@@ -434,7 +519,7 @@ class Trainer:
 
     def write_metrics(self, test: dict[str, float] | None = None) -> None:
         """Rewrite metrics.json: config, history so far, test metrics, throughput."""
-        if self.out_dir is None:
+        if self.out_dir is None or self.rank != 0:
             return
         self.out_dir.mkdir(parents=True, exist_ok=True)
         path = self.out_dir / METRICS_NAME
