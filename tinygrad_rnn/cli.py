@@ -3,6 +3,7 @@
     tinygrad-rnn train sine
     tinygrad-rnn train ptb --max-steps 100 --out runs/ptb-smoke
     tinygrad-rnn train --resume runs/ptb-smoke
+    mpirun -n 2 tinygrad-rnn train ptb --distributed
     tinygrad-rnn evaluate runs/ptb-smoke
     tinygrad-rnn generate runs/text-... --length 200 --temperature 0.8 --top-k 10
     tinygrad-rnn topologies
@@ -56,12 +57,25 @@ def _options(args: argparse.Namespace):
     )
 
 
+def _communicator(args: argparse.Namespace):
+    """The MPI communicator for --distributed (None without it)."""
+    if not args.distributed:
+        return None
+    try:
+        from .train.distributed import MPICommunicator
+
+        return MPICommunicator()
+    except ImportError as err:
+        raise UsageError(f"--distributed: {err}") from None
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from . import checkpoint
     from .random import manual_seed
     from .train import Trainer
     from .train.recipes import Options, get_recipe, prepare
 
+    communicator = _communicator(args)
     if args.resume:
         run_dir = Path(args.resume)
         path = run_dir / "checkpoint.npz" if run_dir.is_dir() else run_dir
@@ -83,21 +97,26 @@ def _cmd_train(args: argparse.Namespace) -> int:
         opts = _options(args)
         stamp = time.strftime("%Y%m%d-%H%M%S")
         out = Path(args.out) if args.out else Path("runs") / f"{recipe}-{stamp}"
+    if communicator is not None:  # one run directory: rank 0's timestamp
+        out = Path(communicator.broadcast_object(str(out), "the run directory"))
     prepared = prepare(recipe, opts)
     manual_seed(opts.seed)
     model = prepared.topology.build(prepared.spec)
     trainer = Trainer(prepared.topology, model, prepared.config, prepared.train, prepared.valid,
-                      out_dir=out, extra=prepared.extra)
+                      out_dir=out, extra=prepared.extra, communicator=communicator)
     if args.resume:
         trainer.resume(out / "checkpoint.npz" if path.is_dir() else path)
-    print(f"training {recipe} ({prepared.topology!r}, {prepared.spec.cell}) -> {out}",
-          file=sys.stderr)
+    if trainer.rank == 0:
+        print(f"training {recipe} ({prepared.topology!r}, {prepared.spec.cell}) -> {out}",
+              file=sys.stderr)
     try:
         trainer.fit()
     except KeyboardInterrupt:
         print(f"interrupted: checkpoint saved in {out}; continue with "
               f"`tinygrad-rnn train --resume {out}`", file=sys.stderr)
         return 130
+    if trainer.rank != 0:  # rank 0 alone measures the test split, plots and reports
+        return 0
     test = prepared.report(trainer, out) if prepared.report else {}
     trainer.write_metrics(test=test)
     from .train import plots
@@ -112,7 +131,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _load_run(target: str):
     """(checkpoint path, extra, prepared run, topology, model) for evaluate/generate."""
     from . import checkpoint
-    from .train.recipes import Options, prepare, rebuild_model
+    from .train.recipes import Options, rebuild_model
 
     path = Path(target)
     if path.is_dir():
@@ -179,7 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="array backend (default: $TINYGRAD_RNN_BACKEND or numpy)")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("train", help="train a recipe: sine, waves, wavegen, ptb, text, addition, date")
+    p = sub.add_parser("train",
+                       help="train a recipe: sine, waves, wavegen, ptb, text, addition, date")
     p.add_argument("recipe", nargs="?", help="recipe name (omit with --resume)")
     p.add_argument("--topology", help="topology name (see `tinygrad-rnn topologies`)")
     p.add_argument("--cell", choices=["rnn", "lstm", "gru"])
@@ -195,6 +215,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="DIR", help="continue from DIR's latest checkpoint")
     p.add_argument("--checkpoint-every", type=int, metavar="STEPS")
     p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--distributed", action="store_true",
+                   help="data-parallel over MPI ranks: mpirun -n P tinygrad-rnn train ... "
+                        "--distributed (--batch-size is per rank)")
     p.add_argument("--large", action="store_true", help="ptb: 2x650 LSTM, dropout 0.5, tied")
     p.add_argument("--reverse", action=argparse.BooleanOptionalAction, default=None,
                    help="seq2seq: reverse the input sequence")

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 
 def _save(fig: Figure, path: str | Path) -> Path:
@@ -34,6 +35,8 @@ def curves(path: str | Path, history: list[dict[str, Any]], metric: str) -> Path
         ax_metric.set(xlabel="epoch", ylabel=metric, title=f"validation {metric}")
     else:
         ax_metric.set_axis_off()
+    for ax in (ax_loss, ax_metric):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     return _save(fig, path)
 
 
