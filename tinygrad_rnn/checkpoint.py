@@ -31,7 +31,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-__all__ = ["save", "load", "load_arrays", "CheckpointError", "FORMAT", "VERSION"]
+__all__ = ["save", "load", "load_arrays", "read_extra", "CheckpointError", "FORMAT", "VERSION"]
 
 FORMAT = "tinygrad-rnn-checkpoint"
 VERSION = 1

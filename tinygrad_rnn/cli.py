@@ -182,8 +182,9 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         prepared = prepare("sine", opts)
         window = prepared.test[0][0]
         values = closed_loop(topology, model, window, args.length)
-        print(json.dumps({"seed_window": window[:, 0].round(4).tolist(),
-                          "continuation": values.round(4).tolist()}))
+        # float64 before rounding, so the JSON shows 0.0244 rather than float32 noise
+        print(json.dumps({"seed_window": window[:, 0].astype(float).round(4).tolist(),
+                          "continuation": values.astype(float).round(4).tolist()}))
         return 0
     raise UsageError(f"generate works on language-model and series checkpoints; "
                      f"{path} is a {extra['recipe']!r} run")

@@ -1,25 +1,29 @@
 """Per-step math of the recurrent cells: tanh RNN, LSTM and GRU.
 
-Each cell is a small class that knows its gate count and two things only:
-how one time step turns gate pre-activations into the new state (`step`), and
+Each cell is a small class that knows its gates and two things only: how one
+time step turns gate pre-activations into the new state (`forward_step`), and
 how the gradient of a step's new state goes back to its gate pre-activations
 (`backward_factors` for everything that can be computed for all steps at
-once, then `step_backward` inside the time loop). The sequence driver in
-`recurrent.py` owns the rest: the time loop, the big matmuls, directions,
+once, then `backward_step` inside the time loop). The sequence driver in
+`recurrent.py` owns the rest: the time loop, the matmuls, directions,
 stacking and padding. The cell modules (`LSTMCell`, ...) run that same driver
 with T = 1, so these equations exist once.
 
-Arrays are step-major: a per-call buffer is indexed by step first,
-`buffer[s]`. A bidirectional layer runs both directions in the same call, its
-arrays carrying a direction axis after the step axis; written `lead` below,
-lead = () for one direction and (2,) for two. Shapes: per-step gates
-(*lead, N, G*H), states (*lead, N, H); per-call buffers (T, *lead, N, ...).
-Everything is elementwise over `lead`, so the equations never mention it.
+Layout (why it is fast): arrays are feature-major, `(..., F, N)` with the
+batch last, so each gate of a step is one contiguous `(H, N)` block and every
+elementwise op below runs over contiguous memory. Per-call buffers are
+step-major, `buffer[s]`. A bidirectional layer runs both directions in the
+same call, its arrays carrying a direction axis after the step axis; written
+`lead` below, lead = () for one direction and (2,) for two. Shapes: per-step
+gates (*lead, G*H, N), states (*lead, H, N); per-call buffers (T, *lead, ...).
 
-The driver hands `step` its input projection already multiplied by
-`gate_scale` (and the hidden matmul uses weights scaled the same way), so a
-sigmoid gate costs one tanh: sigmoid(a) = 0.5 * tanh(0.5 * a) + 0.5, which
-also never overflows. Scaling by 0.5 is exact in floating point.
+Gates are stored in the cell's own order (`gate_order`, sigmoid gates first),
+and the driver multiplies the sigmoid gates' weight rows by 0.5 once per call,
+so all gates of a step cost one tanh: sigmoid(a) = 0.5 * tanh(a / 2) + 0.5,
+which never overflows. The cells therefore see z = a / 2 for sigmoid gates and
+z = a otherwise, and their backward returns gradients with respect to z
+(d sigmoid / dz = 2 s (1 - s)); the driver scales the weight gradients back.
+Halving and doubling are exact in floating point.
 """
 
 from __future__ import annotations
@@ -27,118 +31,126 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import numpy as np
+from .workspace import Workspace
 
 __all__ = ["CellMath", "RNNMath", "LSTMMath", "GRUMath", "CELL_MATH"]
 
-# project_hidden(h, out): out[...] = h @ W_hh.T (scaled), per direction; h (*lead, N, H).
-ProjectHidden = Callable[[Any, Any], None]
-
-
-def _sigmoid_from_half_tanh(xp: Any, a: Any) -> None:
-    """In place: a holds 0.5 * pre-activation; afterwards sigmoid(pre-activation)."""
-    xp.tanh(a, out=a)
-    a *= 0.5
-    a += 0.5
+# step(s): run step s in place, reading and writing the per-call buffers.
+ForwardStep = Callable[[int], None]
+# step(s, dh) -> the part of the previous h's gradient that bypasses W_hh, or None.
+BackwardStep = Callable[[int, Any], Any]
 
 
 class CellMath:
     """The per-step equations of one cell type; stateless, one instance per type.
 
     Subclasses set `name`, `gate_count` (G), `state_count` (1 for h, 2 for
-    (h, c)), `gate_scale` (per gate: 0.5 for sigmoid gates, 1 otherwise) and
+    (h, c)), `gate_order` (PyTorch's index of each stored gate), `sigmoid_gates`
+    (how many stored gates, from the first, are sigmoids) and
     `shares_gate_grads` (True when the gradient of the input pre-activations
-    equals that of the hidden ones, so the driver keeps one buffer).
+    equals that of the hidden ones, so the driver may fold the input into the
+    hidden matmul and keeps one gradient buffer).
     """
 
     name: str = ""
     gate_count: int = 1
     state_count: int = 1
-    gate_scale: tuple[float, ...] = (1.0,)
+    gate_order: tuple[int, ...] = (0,)
+    sigmoid_gates: int = 0
     shares_gate_grads: bool = True
 
-    def split_bias(self, b_ih: Any, b_hh: Any) -> tuple[Any, Any]:
-        """(bias folded into the input projection, bias the step adds itself or None).
+    def gate_scales(self) -> tuple[float, ...]:
+        """Per stored gate: 0.5 for a sigmoid (evaluated as a tanh of half), else 1."""
+        return tuple(0.5 if k < self.sigmoid_gates else 1.0 for k in range(self.gate_count))
 
-        b_ih, b_hh: (*lead, G*H). Folding b_hh saves one add per step; a step bias
-        is returned shaped to broadcast over (*lead, N, H).
-        """
-        return b_ih + b_hh, None
-
-    def workspace(
+    def forward_buffers(
         self,
-        xp: Any,
+        ws: Workspace,
         time_size: int,
         lead: tuple[int, ...],
-        batch: int,
         hidden_size: int,
+        batch: int,
         dtype: Any,
     ) -> dict[str, Any]:
-        """Buffers a forward call fills and its backward reads, preallocated once."""
-        return {}
+        """Buffers a forward call fills and its backward reads, from the call's workspace.
 
-    def step(
-        self,
-        xp: Any,
-        s: int,
-        pre_x: Any,
-        prev: Sequence[Any],
-        new: Sequence[Any],
-        project_hidden: ProjectHidden,
-        step_bias: Any,
-        saved: dict[str, Any],
-    ) -> None:
-        """Write the states after step `s` into `new` (views, (*lead, N, H) each).
-
-        pre_x: (*lead, N, G*H) scaled input projection of this step (biases folded in).
+        "projection" (T, *lead, G*H, N) is where the driver writes each step's
+        hidden matmul W_hh h + b (plus W_ih x when it folds the input in).
         """
+        raise NotImplementedError
+
+    def forward_step(
+        self, xp: Any, buffers: dict[str, Any], states: Sequence[Any], pre_x: Any
+    ) -> ForwardStep:
+        """A function running step `s`: reads `buffers["projection"][s]` (and `pre_x[s]`,
+        the input projection, unless the driver folded it in: None), writes each
+        state's `[s + 1]` from its `[s]`. states: per state, `(T + 1, *lead, H, N)` views."""
         raise NotImplementedError
 
     def backward_factors(
         self,
         xp: Any,
-        saved: dict[str, Any],
-        entering: Sequence[Any],
-        leaving: Sequence[Any],
+        ws: Workspace,
+        buffers: dict[str, Any],
+        states: Sequence[Any],
         valid: Any,
+        steps: slice,
     ) -> dict[str, Any]:
-        """Everything `step_backward` needs that does not depend on the incoming gradient.
+        """Everything `backward_step` needs that does not depend on the incoming gradient.
 
-        entering/leaving: per state, (T, *lead, N, H) states before/after each step.
-        valid: (T, *lead, N, 1) 1.0 at real steps, 0.0 at padded ones, or None; it is
-        folded in here so padded steps pass their state gradient straight through.
+        Returns per-call arrays (T, ...) whose `steps` entries it has just filled: the
+        driver asks for a chunk of steps at a time, right before their backward, so the
+        chunk is still in cache when the time loop reads it.
+        states: per state, (T + 1, *lead, H, N). valid: (T, *lead, 1, N) 1.0 at real
+        steps, 0.0 at padded ones, or None; it is folded in here so padded steps pass
+        their state gradient straight through.
         """
         raise NotImplementedError
 
-    def step_backward(
+    def backward_step(
         self,
         xp: Any,
-        s: int,
-        dh: Any,
-        d_extra: Sequence[Any],
+        ws: Workspace,
         factors: dict[str, Any],
-        dpre_x: Any,
-        dpre_h: Any,
-    ) -> Any:
-        """Gate gradients of step `s` from the gradient of its new state.
-
-        dh: (*lead, N, H) gradient of the new h. d_extra: gradients of the other
-        states (LSTM: [dc]), updated in place to those of the previous states.
-        Writes dpre_x and dpre_h, (*lead, N, G, H) views (the same array when
-        `shares_gate_grads`). Returns the part of the previous h's gradient that
-        does not go through W_hh (or None); the driver adds dpre_h @ W_hh.
-        """
+        d_extra: Sequence[Any],
+        d_pre_x: Any,
+        d_pre_h: Any,
+    ) -> BackwardStep:
+        """A function turning the gradient dh (*lead, H, N) of step s's new h into
+        the step's gate gradients, written to d_pre_x[s] and d_pre_h[s] ((T, *lead,
+        G*H, N); the same array when `shares_gate_grads`). d_extra: gradients of the
+        other states (LSTM: [dc]), updated in place to those of the previous states.
+        It returns the part of the previous h's gradient that does not go through
+        W_hh (or None); the driver adds d_pre_h[s] @ W_hh."""
         raise NotImplementedError
 
     @staticmethod
-    def _carry(valid: Any) -> Any:
-        """Factor that passes a state gradient through padded steps (None: no padding)."""
-        return None if valid is None else 1 - valid
+    def _carry(xp: Any, ws: Workspace, name: str, keep: Any, valid: Any, steps: slice) -> Any:
+        """(T, ...) factor that carries a state gradient back through a step: `keep` at
+        real steps, 1 at padded ones (None, and `keep` itself, when nothing is padded)."""
+        if valid is None:
+            return keep
+        if keep is None:
+            carry = ws.empty(name, valid.shape, valid.dtype)
+            xp.subtract(1, valid[steps], out=carry[steps])
+            return carry
+        carry = ws.empty(name, keep.shape, keep.dtype)
+        chunk = carry[steps]
+        xp.subtract(keep[steps], 1, out=chunk)
+        chunk *= valid[steps]
+        chunk += 1  # keep * valid + (1 - valid)
+        return carry
 
 
 def _blocks(gates: Any, H: int, count: int) -> list[Any]:
-    """The gates' blocks along the last axis, as views: (..., G*H) -> G arrays (..., H)."""
-    return [gates[..., k * H : (k + 1) * H] for k in range(count)]
+    """The gates' blocks along the feature axis, as views: (..., G*H, N) -> G x (..., H, N)."""
+    return [gates[..., k * H : (k + 1) * H, :] for k in range(count)]
+
+
+def _split_gates(gates: Any, count: int) -> Any:
+    """(..., G*H, N) -> (..., G, H, N), a view (the buffers are C-contiguous)."""
+    *outer, GH, N = gates.shape
+    return gates.reshape(*outer, count, GH // count, N)
 
 
 def _one_minus_square(xp: Any, a: Any, out: Any) -> Any:
@@ -148,109 +160,156 @@ def _one_minus_square(xp: Any, a: Any, out: Any) -> Any:
     return out
 
 
+def _sigmoid_slope(xp: Any, s: Any, out: Any) -> Any:
+    """out = d s / d z = 2 s (1 - s) for s = sigmoid(2 z), without temporaries."""
+    xp.subtract(1, s, out=out)
+    out *= s
+    out *= 2
+    return out
+
+
+def _sigmoid_from_half_tanh(z: Any) -> None:
+    """In place: z holds tanh(a / 2); afterwards sigmoid(a)."""
+    z *= 0.5
+    z += 0.5
+
+
 class RNNMath(CellMath):
     """Elman RNN: h' = tanh(W_ih x + b_ih + W_hh h + b_hh)."""
 
     name = "rnn"
 
-    def step(self, xp, s, pre_x, prev, new, project_hidden, step_bias, saved):
-        h = new[0]
-        project_hidden(prev[0], h)
-        h += pre_x
-        xp.tanh(h, out=h)
+    def forward_buffers(self, ws, time_size, lead, hidden_size, batch, dtype):
+        return {"projection": ws.empty("gates", (time_size, *lead, hidden_size, batch), dtype)}
 
-    def backward_factors(self, xp, saved, entering, leaving, valid):
-        tanh_grad = _one_minus_square(xp, leaving[0], xp.empty_like(leaving[0]))
+    def forward_step(self, xp, buffers, states, pre_x):
+        projection, h = buffers["projection"], states[0]
+        tanh = xp.tanh
+
+        def step(s: int) -> None:
+            a = projection[s]
+            if pre_x is not None:
+                a += pre_x[s]
+            tanh(a, out=h[s + 1])
+
+        return step
+
+    def backward_factors(self, xp, ws, buffers, states, valid, steps):
+        leaving = states[0][1:]
+        tanh_grad = ws.empty("tanh_grad", leaving.shape, leaving.dtype)
+        _one_minus_square(xp, leaving[steps], tanh_grad[steps])
         if valid is not None:
-            tanh_grad *= valid
-        return {"tanh_grad": tanh_grad, "h_carry": self._carry(valid)}
+            tanh_grad[steps] *= valid[steps]
+        return {"tanh_grad": tanh_grad, "h_carry": self._carry(xp, ws, "h_carry", None, valid, steps)}
 
-    def step_backward(self, xp, s, dh, d_extra, factors, dpre_x, dpre_h):
-        xp.multiply(dh, factors["tanh_grad"][s], out=dpre_x[..., 0, :])
-        carry = factors["h_carry"]
-        return None if carry is None else dh * carry[s]
+    def backward_step(self, xp, ws, factors, d_extra, d_pre_x, d_pre_h):
+        tanh_grad, h_carry = factors["tanh_grad"], factors["h_carry"]
+        multiply = xp.multiply
+
+        def step(s: int, dh: Any) -> Any:
+            multiply(dh, tanh_grad[s], out=d_pre_x[s])
+            return None if h_carry is None else dh * h_carry[s]
+
+        return step
 
 
 class LSTMMath(CellMath):
     """LSTM, gates i, f, g, o (PyTorch's order):
     c' = f * c + i * g,  h' = o * tanh(c').
+
+    Stored as o, i, f, g: the sigmoids o, i, f form one block (one in-place
+    affine per step), and i, f, g, whose gradients all scale with dc, another.
     """
 
     name = "lstm"
     gate_count = 4
     state_count = 2
-    gate_scale = (0.5, 0.5, 1.0, 0.5)
+    gate_order = (3, 0, 1, 2)
+    sigmoid_gates = 3
 
-    def workspace(self, xp, time_size, lead, batch, hidden_size, dtype):
-        H = hidden_size
-        scale = np.repeat(np.asarray(self.gate_scale), H)
+    def forward_buffers(self, ws, time_size, lead, hidden_size, batch, dtype):
+        H, N = hidden_size, batch
         return {
-            "tanh_to_gate_scale": xp.asarray(scale, dtype=dtype),
-            "tanh_to_gate_offset": xp.asarray(np.where(scale == 1.0, 0.0, 0.5), dtype=dtype),
-            "gates": xp.empty((time_size, *lead, batch, 4 * H), dtype=dtype),  # activated
-            "tanh_c": xp.empty((time_size, *lead, batch, H), dtype=dtype),
-            "scratch": xp.empty((*lead, batch, H), dtype=dtype),
+            "projection": ws.empty("gates", (time_size, *lead, 4 * H, N), dtype),  # then gates
+            "tanh_c": ws.empty("tanh_c", (time_size, *lead, H, N), dtype),
+            "product": ws.empty("product", (*lead, H, N), dtype),
         }
 
-    def step(self, xp, s, pre_x, prev, new, project_hidden, step_bias, saved):
-        H = prev[0].shape[-1]
-        gates = saved["gates"][s]
-        project_hidden(prev[0], gates)
-        gates += pre_x
-        xp.tanh(gates, out=gates)
-        # i, f, o came in halved: 0.5 * tanh + 0.5 makes them sigmoids; g stays tanh.
-        gates *= saved["tanh_to_gate_scale"]
-        gates += saved["tanh_to_gate_offset"]
-        i, f, g, o = _blocks(gates, H, 4)
-        h, c = new
-        ig = saved["scratch"]
-        xp.multiply(f, prev[1], out=c)
-        xp.multiply(i, g, out=ig)
-        c += ig
-        tanh_c = saved["tanh_c"][s]
-        xp.tanh(c, out=tanh_c)
-        xp.multiply(o, tanh_c, out=h)
+    def forward_step(self, xp, buffers, states, pre_x):
+        gates, tanh_c, product = buffers["projection"], buffers["tanh_c"], buffers["product"]
+        H = tanh_c.shape[-2]
+        sigmoids = gates[..., : 3 * H, :]
+        o, i, f, g = _blocks(gates, H, 4)
+        h, c = states
+        tanh, multiply = xp.tanh, xp.multiply
 
-    def backward_factors(self, xp, saved, entering, leaving, valid):
-        gates, tanh_c, c_prev = saved["gates"], saved["tanh_c"], entering[1]
-        H = tanh_c.shape[-1]
-        i, f, g, o = _blocks(gates, H, 4)
-        # dc_total = dc + dh * o * (1 - tanh(c')^2); then
-        # d(a_i, a_f, a_g) = dc_total * gate_factor[:3], d(a_o) = dh * gate_factor[3].
-        # In place (out=), and over all four gates at once where the layout allows:
-        # passes over a gate block are strided, over the whole buffer contiguous.
-        dc_from_h = _one_minus_square(xp, tanh_c, xp.empty_like(tanh_c))
-        dc_from_h *= o
-        gate_factor = xp.subtract(1, gates)
-        gate_factor *= gates  # sigmoid' = gate * (1 - gate); wrong for g, redone below
-        gate_factor = gate_factor.reshape(gates.shape[:-1] + (4, H))
-        _one_minus_square(xp, g, gate_factor[..., 2, :])  # tanh' = 1 - g^2
-        for k, other in ((0, g), (1, c_prev), (2, i), (3, tanh_c)):
-            gate_factor[..., k, :] *= other
-        c_carry = f
+        def step(s: int) -> None:
+            z = gates[s]
+            if pre_x is not None:
+                z += pre_x[s]
+            tanh(z, out=z)  # all four gates in one call
+            _sigmoid_from_half_tanh(sigmoids[s])
+            c_new = c[s + 1]
+            multiply(f[s], c[s], out=c_new)
+            multiply(i[s], g[s], out=product)
+            c_new += product
+            tanh_c_new = tanh_c[s]
+            tanh(c_new, out=tanh_c_new)
+            multiply(o[s], tanh_c_new, out=h[s + 1])
+
+        return step
+
+    def backward_factors(self, xp, ws, buffers, states, valid, steps):
+        gates, tanh_c = buffers["projection"], buffers["tanh_c"]
+        H = tanh_c.shape[-2]
+        factor = ws.empty("factor", gates.shape, gates.dtype)
+        dc_from_h = ws.empty("dc_from_h", tanh_c.shape, tanh_c.dtype)
+        f_all = _blocks(gates, H, 4)[2]
+        c_carry = self._carry(xp, ws, "c_carry", f_all, valid, steps)
+        h_carry = self._carry(xp, ws, "h_carry", None, valid, steps)
+
+        # This chunk: dc_total = dc + dh * o * (1 - tanh(c')^2); then
+        # dz_o = dh * factor_o, dz_{i,f,g} = dc_total * factor_{i,f,g}.
+        gates, tanh_c, c_prev = gates[steps], tanh_c[steps], states[1][:-1][steps]
+        o, i, f, g = _blocks(gates, H, 4)
+        chunk = _one_minus_square(xp, tanh_c, dc_from_h[steps])
+        chunk *= o
+        # The slopes: 2 s (1 - s) for the sigmoids, 1 - g^2 for g. The first two passes
+        # run over the whole chunk (contiguous, so fastest) and are wrong for g.
+        slopes = xp.subtract(1, gates, out=factor[steps])
+        slopes *= gates
+        slopes[..., : 3 * H, :] *= 2
+        factor_o, factor_i, factor_f, factor_g = _blocks(slopes, H, 4)
+        _one_minus_square(xp, g, factor_g)
+        factor_o *= tanh_c
+        factor_i *= g
+        factor_f *= c_prev
+        factor_g *= i
         if valid is not None:
-            dc_from_h *= valid
-            gate_factor *= valid[..., None]
-            c_carry = f * valid + (1 - valid)
-        return {
-            "dc_from_h": dc_from_h,
-            "gate_factor": gate_factor,
-            "c_carry": c_carry,
-            "h_carry": self._carry(valid),
-            "dc_total": xp.empty(dc_from_h.shape[1:], dtype=dc_from_h.dtype),
-        }
+            chunk *= valid[steps]
+            slopes *= valid[steps]
+        return {"dc_from_h": dc_from_h, "factor": factor, "c_carry": c_carry, "h_carry": h_carry}
 
-    def step_backward(self, xp, s, dh, d_extra, factors, dpre_x, dpre_h):
+    def backward_step(self, xp, ws, factors, d_extra, d_pre_x, d_pre_h):
         dc = d_extra[0]
-        dc_total = factors["dc_total"]
-        xp.multiply(dh, factors["dc_from_h"][s], out=dc_total)
-        dc_total += dc
-        gate_factor = factors["gate_factor"][s]  # (*lead, N, 4, H)
-        xp.multiply(gate_factor[..., :3, :], dc_total[..., None, :], out=dpre_x[..., :3, :])
-        xp.multiply(gate_factor[..., 3, :], dh, out=dpre_x[..., 3, :])
-        xp.multiply(dc_total, factors["c_carry"][s], out=dc)
-        carry = factors["h_carry"]
-        return None if carry is None else dh * carry[s]
+        dc_from_h, c_carry, h_carry = factors["dc_from_h"], factors["c_carry"], factors["h_carry"]
+        factor = _split_gates(factors["factor"], 4)  # (T, *lead, 4, H, N)
+        factor_o, factor_ifg = factor[..., 0, :, :], factor[..., 1:, :, :]
+        d_gates = _split_gates(d_pre_x, 4)
+        d_o, d_ifg = d_gates[..., 0, :, :], d_gates[..., 1:, :, :]
+        dc_total = ws.empty("dc_total", dc.shape, dc.dtype)
+        dc_total_per_gate = dc_total[..., None, :, :]  # broadcasts over i, f, g
+        multiply = xp.multiply
+
+        def step(s: int, dh: Any) -> Any:
+            total = multiply(dh, dc_from_h[s], out=dc_total)
+            total += dc
+            multiply(factor_ifg[s], dc_total_per_gate, out=d_ifg[s])
+            multiply(factor_o[s], dh, out=d_o[s])
+            multiply(total, c_carry[s], out=dc)
+            return None if h_carry is None else dh * h_carry[s]
+
+        return step
 
 
 class GRUMath(CellMath):
@@ -260,75 +319,87 @@ class GRUMath(CellMath):
 
     name = "gru"
     gate_count = 3
-    gate_scale = (0.5, 0.5, 1.0)
+    gate_order = (0, 1, 2)
+    sigmoid_gates = 2
     shares_gate_grads = False  # the n gate's hidden part is multiplied by r
 
-    def split_bias(self, b_ih, b_hh):
-        H = b_ih.shape[-1] // 3
-        input_bias = b_ih.copy()
-        input_bias[..., : 2 * H] += b_hh[..., : 2 * H]
-        return input_bias, b_hh[..., None, 2 * H :]  # b_hn stays inside r * (...)
-
-    def workspace(self, xp, time_size, lead, batch, hidden_size, dtype):
-        shape = (time_size, *lead, batch, 3 * hidden_size)
+    def forward_buffers(self, ws, time_size, lead, hidden_size, batch, dtype):
+        shape = (time_size, *lead, 3 * hidden_size, batch)
         return {
-            "gates": xp.empty(shape, dtype=dtype),  # r, z, n after the nonlinearities
-            "hidden": xp.empty(shape, dtype=dtype),  # W_hh h (+ b_hn on the n block)
+            "projection": ws.empty("hidden", shape, dtype),  # W_hh h + b_hh
+            "gates": ws.empty("gates", shape, dtype),  # r, z, n after the nonlinearities
         }
 
-    def step(self, xp, s, pre_x, prev, new, project_hidden, step_bias, saved):
-        H = prev[0].shape[-1]
-        hidden = saved["hidden"][s]
-        project_hidden(prev[0], hidden)
-        hidden_n = hidden[..., 2 * H :]
-        hidden_n += step_bias
-        gates = saved["gates"][s]
-        rz = gates[..., : 2 * H]
-        xp.add(pre_x[..., : 2 * H], hidden[..., : 2 * H], out=rz)
-        _sigmoid_from_half_tanh(xp, rz)
+    def forward_step(self, xp, buffers, states, pre_x):
+        hidden, gates = buffers["projection"], buffers["gates"]
+        H = gates.shape[-2] // 3
+        rz, hidden_rz, pre_x_rz = (a[..., : 2 * H, :] for a in (gates, hidden, pre_x))
         r, z, n = _blocks(gates, H, 3)
-        xp.multiply(r, hidden_n, out=n)
-        n += pre_x[..., 2 * H :]
-        xp.tanh(n, out=n)
-        h = new[0]
-        xp.subtract(prev[0], n, out=h)
-        h *= z
-        h += n
+        hidden_n, pre_x_n = hidden[..., 2 * H :, :], pre_x[..., 2 * H :, :]
+        h = states[0]
+        tanh, add, multiply, subtract = xp.tanh, xp.add, xp.multiply, xp.subtract
 
-    def backward_factors(self, xp, saved, entering, leaving, valid):
-        gates, h_prev = saved["gates"], entering[0]
-        H = h_prev.shape[-1]
+        def step(s: int) -> None:
+            rz_s = rz[s]
+            add(pre_x_rz[s], hidden_rz[s], out=rz_s)
+            tanh(rz_s, out=rz_s)
+            _sigmoid_from_half_tanh(rz_s)
+            n_s = n[s]
+            multiply(r[s], hidden_n[s], out=n_s)
+            n_s += pre_x_n[s]
+            tanh(n_s, out=n_s)
+            h_new = h[s + 1]
+            subtract(h[s], n_s, out=h_new)
+            h_new *= z[s]
+            h_new += n_s
+
+        return step
+
+    def backward_factors(self, xp, ws, buffers, states, valid, steps):
+        gates = buffers["gates"]
+        H = gates.shape[-2] // 3
+        input_factor = ws.empty("input_factor", gates.shape, gates.dtype)
+        hidden_factor = ws.empty("hidden_factor", gates.shape, gates.dtype)
+        z_all = _blocks(gates, H, 3)[1]
+        h_carry = self._carry(xp, ws, "h_carry", z_all, valid, steps)
+
+        # This chunk: d(pre_x) = dh * input_factor; d(pre_h) = dh * hidden_factor
+        # (its n block times r).
+        gates, h_prev = gates[steps], states[0][:-1][steps]
+        hidden_n = buffers["projection"][steps][..., 2 * H :, :]
         r, z, n = _blocks(gates, H, 3)
-        hidden_n = saved["hidden"][..., 2 * H :]
-        # d(pre_x) = dh * input_factor; d(pre_h) = dh * hidden_factor (n block times r).
-        # Written in place (out=): one (T, N, H) temporary.
-        input_factor = xp.empty(gates.shape[:-1] + (3, H), dtype=gates.dtype)
-        d_ar, d_az, d_an = (input_factor[..., k, :] for k in range(3))
-        scratch = xp.subtract(1, z)
-        _one_minus_square(xp, n, d_an)
-        d_an *= scratch  # d(a_n)/dh' = (1 - z) * (1 - n^2)
-        xp.subtract(1, r, out=d_ar)
-        d_ar *= r
-        d_ar *= hidden_n
-        d_ar *= d_an  # d(a_r)/dh' = r' * (W_hn h + b_hn) * d(a_n)/dh'
+        d_r, d_z, d_n = _blocks(input_factor[steps], H, 3)
+        scratch = xp.subtract(1, z, out=ws.empty("scratch", z.shape, z.dtype))
+        _one_minus_square(xp, n, d_n)
+        d_n *= scratch  # d(a_n)/dh' = (1 - z) * (1 - n^2)
+        _sigmoid_slope(xp, r, d_r)
+        d_r *= hidden_n
+        d_r *= d_n  # d(z_r)/dh' = r' * (W_hn h + b_hn) * d(a_n)/dh'
         xp.subtract(h_prev, n, out=scratch)
-        xp.subtract(1, z, out=d_az)
-        d_az *= z
-        d_az *= scratch  # d(a_z)/dh' = z' * (h - n)
-        hidden_factor = input_factor.copy()
-        hidden_factor[..., 2, :] *= r
-        h_carry = z
+        _sigmoid_slope(xp, z, d_z)
+        d_z *= scratch  # d(z_z)/dh' = z' * (h - n)
+        hidden_chunk = hidden_factor[steps]
+        hidden_chunk[...] = input_factor[steps]
+        hidden_chunk[..., 2 * H :, :] *= r
         if valid is not None:
-            input_factor *= valid[..., None]
-            hidden_factor *= valid[..., None]
-            h_carry = z * valid + (1 - valid)
+            input_factor[steps] *= valid[steps]
+            hidden_chunk *= valid[steps]
         return {"input_factor": input_factor, "hidden_factor": hidden_factor, "h_carry": h_carry}
 
-    def step_backward(self, xp, s, dh, d_extra, factors, dpre_x, dpre_h):
-        dh3 = dh[..., None, :]  # the same dh scales all three gates
-        xp.multiply(factors["input_factor"][s], dh3, out=dpre_x)
-        xp.multiply(factors["hidden_factor"][s], dh3, out=dpre_h)
-        return dh * factors["h_carry"][s]
+    def backward_step(self, xp, ws, factors, d_extra, d_pre_x, d_pre_h):
+        input_factor = _split_gates(factors["input_factor"], 3)
+        hidden_factor = _split_gates(factors["hidden_factor"], 3)
+        d_x, d_h = _split_gates(d_pre_x, 3), _split_gates(d_pre_h, 3)
+        h_carry = factors["h_carry"]
+        multiply = xp.multiply
+
+        def step(s: int, dh: Any) -> Any:
+            dh_per_gate = dh[..., None, :, :]  # the same dh scales all three gates
+            multiply(input_factor[s], dh_per_gate, out=d_x[s])
+            multiply(hidden_factor[s], dh_per_gate, out=d_h[s])
+            return dh * h_carry[s]
+
+        return step
 
 
 CELL_MATH: dict[str, CellMath] = {m.name: m for m in (RNNMath(), LSTMMath(), GRUMath())}

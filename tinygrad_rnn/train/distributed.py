@@ -284,9 +284,11 @@ class ShardedLoader:
     at batch size P x B, so a P-rank run reads the data in the order of that run.
 
     Args:
-        X, Y: (N, ...) paired samples.
+        X: (N, ...) inputs.
+        Y: (N, ...) targets, paired with X.
         batch_size: B, samples per rank and step.
-        rank, world_size: this rank and P.
+        rank: this rank, in [0, P).
+        world_size: P, the number of ranks.
         shuffle: a fresh permutation each epoch.
         seed: the permutation seed, the same on every rank.
 
