@@ -52,7 +52,9 @@ def pytest_configure(config):
 
 def pytest_report_header(config):
     reason = config._tr_backend_skip
-    return f"tinygrad-rnn backend: {config._tr_backend}" + (f" (SKIPPED: {reason})" if reason else "")
+    return f"tinygrad-rnn backend: {config._tr_backend}" + (
+        f" (SKIPPED: {reason})" if reason else ""
+    )
 
 
 def pytest_collection_modifyitems(config, items):

@@ -23,13 +23,14 @@ class MeanOverTime(ManyToOne):
         return model.head(out.mean(axis=1))
 '''
 
-BROKEN_PLUGIN = '''
+BROKEN_PLUGIN = """
 raise ImportError("this plugin is broken on purpose")
-'''
+"""
 
 
-def write_plugin(root: Path, dist: str, module: str, source: str, entry_name: str,
-                 attr: str) -> Path:
+def write_plugin(
+    root: Path, dist: str, module: str, source: str, entry_name: str, attr: str
+) -> Path:
     """Write `module.py` and `dist-0.1.dist-info/` registering `entry_name` -> module:attr."""
     root.mkdir(parents=True, exist_ok=True)
     (root / f"{module}.py").write_text(textwrap.dedent(source))

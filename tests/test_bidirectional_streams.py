@@ -10,8 +10,16 @@ from tinygrad_rnn.train import TrainConfig, Trainer
 
 
 def spec(**kw):
-    return topologies.ModelSpec(cell="lstm", hidden_size=4, vocab_size=5, embedding_size=4,
-                                output_size=5, head="probabilities", bidirectional=True, **kw)
+    return topologies.ModelSpec(
+        cell="lstm",
+        hidden_size=4,
+        vocab_size=5,
+        embedding_size=4,
+        output_size=5,
+        head="probabilities",
+        bidirectional=True,
+        **kw,
+    )
 
 
 def test_stateful_synced_refuses_a_bidirectional_model():

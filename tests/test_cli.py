@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from plugin_factory import GOOD_PLUGIN, write_plugin
+
 from tinygrad_rnn.backend import get_backend
 
 REPO = Path(__file__).resolve().parents[1]
@@ -20,8 +20,14 @@ def cli(*args: str, path: Path | None = None, timeout: int = 300) -> subprocess.
     env = {**os.environ, "MPLBACKEND": "Agg"}
     if path is not None:
         env["PYTHONPATH"] = os.pathsep.join([str(path), str(REPO)])
-    return subprocess.run([sys.executable, "-m", "tinygrad_rnn.cli", *args], capture_output=True,
-                          text=True, env=env, timeout=timeout, cwd=REPO)
+    return subprocess.run(
+        [sys.executable, "-m", "tinygrad_rnn.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+        cwd=REPO,
+    )
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, *needles: str) -> None:
@@ -64,12 +70,35 @@ def test_text_lm_trains_and_samples(tmp_path):
     corpus = tmp_path / "tiny.txt"
     corpus.write_text("the quick brown fox jumps over the lazy dog.\n" * 600)
     out = tmp_path / "run"
-    result = cli("train", "text", "--data", str(corpus), "--max-steps", "4", "--hidden-size", "16",
-                 "--batch-size", "4", "--out", str(out), "--quiet")
+    result = cli(
+        "train",
+        "text",
+        "--data",
+        str(corpus),
+        "--max-steps",
+        "4",
+        "--hidden-size",
+        "16",
+        "--batch-size",
+        "4",
+        "--out",
+        str(out),
+        "--quiet",
+    )
     assert result.returncode == 0, result.stderr
     assert "perplexity" in json.loads((out / "metrics.json").read_text())["test"]
-    sample = cli("generate", str(out), "--prompt", "the ", "--length", "20", "--top-k", "5",
-                 "--temperature", "0.8")
+    sample = cli(
+        "generate",
+        str(out),
+        "--prompt",
+        "the ",
+        "--length",
+        "20",
+        "--top-k",
+        "5",
+        "--temperature",
+        "0.8",
+    )
     assert sample.returncode == 0, sample.stderr
     assert sample.stdout.startswith("the ")
 
@@ -79,8 +108,9 @@ def test_unknown_recipe_is_one_clear_line():
 
 
 def test_unknown_topology_is_one_clear_line():
-    assert_one_line_error(cli("train", "sine", "--topology", "many-to-few"), "many-to-few",
-                          "many-to-one")
+    assert_one_line_error(
+        cli("train", "sine", "--topology", "many-to-few"), "many-to-few", "many-to-one"
+    )
 
 
 def test_topology_that_does_not_suit_the_recipe():
@@ -105,14 +135,25 @@ def test_backends_lists_numpy_and_says_why_not_cupy():
 
 
 def test_out_of_tree_plugin_is_listed_and_trains_from_the_cli(tmp_path):
-    root = write_plugin(tmp_path / "site", "meanplugin", "meanplugin", GOOD_PLUGIN,
-                        "mean-over-time", "MeanOverTime")
+    root = write_plugin(
+        tmp_path / "site", "meanplugin", "meanplugin", GOOD_PLUGIN, "mean-over-time", "MeanOverTime"
+    )
     listing = cli("topologies", path=root)
     assert listing.returncode == 0, listing.stderr
     assert "mean-over-time" in listing.stdout and "many-to-one" in listing.stdout
     out = tmp_path / "run"
-    result = cli("train", "sine", "--topology", "mean-over-time", "--max-steps", "3", "--out",
-                 str(out), "--quiet", path=root)
+    result = cli(
+        "train",
+        "sine",
+        "--topology",
+        "mean-over-time",
+        "--max-steps",
+        "3",
+        "--out",
+        str(out),
+        "--quiet",
+        path=root,
+    )
     assert result.returncode == 0, result.stderr
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["config"]["topology_name"] == "mean-over-time"

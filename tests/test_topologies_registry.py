@@ -14,14 +14,20 @@ from plugin_factory import BROKEN_PLUGIN, GOOD_PLUGIN, write_plugin
 import topologies
 
 REPO = Path(__file__).resolve().parents[1]
-BUILTINS = {"one-to-one", "one-to-many", "many-to-one", "many-to-many-seq2seq",
-            "many-to-many-synced"}
+BUILTINS = {
+    "one-to-one",
+    "one-to-many",
+    "many-to-one",
+    "many-to-many-seq2seq",
+    "many-to-many-synced",
+}
 
 
 def run_python(code: str, path: Path, **env: str) -> subprocess.CompletedProcess:
     full_env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(path), str(REPO)]), **env}
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env=full_env, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=full_env, timeout=120
+    )
 
 
 def test_builtins_are_listed_with_one_line_descriptions():
@@ -72,8 +78,9 @@ def test_builtins_use_the_public_decorator():
 
 
 def test_out_of_tree_plugin_is_listed_and_usable(tmp_path):
-    root = write_plugin(tmp_path / "site", "meanplugin", "meanplugin", GOOD_PLUGIN,
-                        "mean-over-time", "MeanOverTime")
+    root = write_plugin(
+        tmp_path / "site", "meanplugin", "meanplugin", GOOD_PLUGIN, "mean-over-time", "MeanOverTime"
+    )
     code = (
         "import numpy as np, topologies, tinygrad_rnn as tr\n"
         "listing = topologies.available()\n"
@@ -95,8 +102,9 @@ def test_out_of_tree_plugin_is_listed_and_usable(tmp_path):
 
 
 def test_broken_plugin_is_skipped_with_a_warning(tmp_path):
-    root = write_plugin(tmp_path / "site", "brokenplugin", "brokenplugin", BROKEN_PLUGIN,
-                        "broken-topology", "Thing")
+    root = write_plugin(
+        tmp_path / "site", "brokenplugin", "brokenplugin", BROKEN_PLUGIN, "broken-topology", "Thing"
+    )
     code = "import topologies\nprint(sorted(topologies.available()))\n"
     result = run_python(code, root)
     assert result.returncode == 0, result.stderr
@@ -105,8 +113,9 @@ def test_broken_plugin_is_skipped_with_a_warning(tmp_path):
 
 
 def test_broken_plugin_is_an_error_in_strict_mode(tmp_path):
-    root = write_plugin(tmp_path / "site", "brokenplugin", "brokenplugin", BROKEN_PLUGIN,
-                        "broken-topology", "Thing")
+    root = write_plugin(
+        tmp_path / "site", "brokenplugin", "brokenplugin", BROKEN_PLUGIN, "broken-topology", "Thing"
+    )
     code = "import topologies\ntopologies.available()\n"
     result = run_python(code, root, TINYGRAD_RNN_STRICT_PLUGINS="1")
     assert result.returncode != 0

@@ -43,11 +43,26 @@ def make_stateful(tmp_path=None, **config):
     tr.manual_seed(0)
     ids = token_stream()
     topo = topologies.create("synced")
-    spec = topologies.ModelSpec(cell="gru", hidden_size=12, vocab_size=7, embedding_size=6,
-                                output_size=7, head="probabilities")
+    spec = topologies.ModelSpec(
+        cell="gru",
+        hidden_size=12,
+        vocab_size=7,
+        embedding_size=6,
+        output_size=7,
+        head="probabilities",
+    )
     model = topo.build(spec)
-    cfg = TrainConfig(**{"epochs": 2, "batch_size": 4, "time_size": 10, "lr": 1e-2,
-                         "shuffle": False, "quiet": True, **config})
+    cfg = TrainConfig(
+        **{
+            "epochs": 2,
+            "batch_size": 4,
+            "time_size": 10,
+            "lr": 1e-2,
+            "shuffle": False,
+            "quiet": True,
+            **config,
+        }
+    )
     return Trainer(topo, model, cfg, ids[:1600], ids[1600:], out_dir=tmp_path)
 
 
@@ -124,8 +139,11 @@ def test_metrics_json_is_rewritten_after_every_epoch(tmp_path):
 
     def spy():
         path = original()
-        epochs_seen.append(len(json.loads((tmp_path / "metrics.json").read_text())["history"])
-                           if (tmp_path / "metrics.json").exists() else 0)
+        epochs_seen.append(
+            len(json.loads((tmp_path / "metrics.json").read_text())["history"])
+            if (tmp_path / "metrics.json").exists()
+            else 0
+        )
         return path
 
     trainer.save_checkpoint = spy
@@ -205,5 +223,9 @@ def test_stateless_trainer_checks_the_data_kind():
     with pytest.raises(ValueError, match="pairs"):
         Trainer(topo, model, TrainConfig(quiet=True), np.zeros(100, np.float32))
     with pytest.raises(topologies.TopologyDataError):
-        Trainer(topo, model, TrainConfig(quiet=True),
-                (np.zeros((10, 4, 1), np.float32), np.zeros((10, 4, 2, 1), np.float32)))
+        Trainer(
+            topo,
+            model,
+            TrainConfig(quiet=True),
+            (np.zeros((10, 4, 1), np.float32), np.zeros((10, 4, 2, 1), np.float32)),
+        )
