@@ -161,9 +161,12 @@ class Head(nn.Module):
         )
 
     def forward(self, h: Tensor) -> Tensor:
+        """(..., in_features) features -> (..., output_size) values or logits."""
         return self.linear(h)
 
     def loss(self, outputs: Tensor, targets: Any) -> Tensor:
+        """Scalar mean loss: MSE against values of the outputs' shape, or softmax
+        cross-entropy against integer class ids of the outputs' shape minus the last axis."""
         if self.kind == "regression":
             return F.mse_loss(outputs, targets)
         return F.softmax_cross_entropy(outputs, targets)
@@ -301,15 +304,32 @@ class Topology:
 
     # ---- the contract ------------------------------------------------------------
     def build(self, spec: ModelSpec, generator: np.random.Generator | None = None) -> nn.Module:
+        """The model for `spec`; `generator` (default: the library's) draws its initial weights.
+
+        The returned Module must expose `head` (a `Head`), which the trainer reads
+        to choose its metrics.
+        """
         raise NotImplementedError
 
     def check_data(self, inputs: Any, targets: Any) -> None:
         """Raise TopologyDataError when the arrays do not suit this topology."""
 
     def loss(self, model: nn.Module, inputs: Any, targets: Any, state: Any = None) -> StepOutput:
+        """Forward one batch and score the steps this topology scores.
+
+        inputs and targets are one batch as the trainer reads it (host or device
+        arrays; shapes in the subclass docstring). `state` is the carried state
+        (stateful topologies; None at an epoch start) and the returned
+        StepOutput.state is what to carry next; stateless topologies take and
+        return None. The loss is a scalar Tensor still on the tape.
+        """
         raise NotImplementedError
 
     def predict(self, model: nn.Module, inputs: Any, state: Any = None) -> tuple[Any, Any]:
+        """Inference without a tape, in eval mode: (predictions, state).
+
+        Predictions are values (regression) or class probabilities, as raw arrays.
+        """
         raise NotImplementedError
 
     def batch_metrics(

@@ -48,6 +48,7 @@ class Options:
     attention: bool = False
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-able copy, stored in checkpoints so a run can be rebuilt."""
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
@@ -69,6 +70,8 @@ class Prepared:
 
 @dataclass
 class Recipe:
+    """A named recipe: its default topology, the topologies it accepts, and its builder."""
+
     name: str
     description: str
     topology: str
@@ -80,6 +83,11 @@ RECIPES: dict[str, Recipe] = {}
 
 
 def recipe(name: str, description: str, topology: str, allowed: tuple[str, ...] = ()):
+    """Decorator: register `fn(options, recipe) -> Prepared` as recipe `name`.
+
+    `topology` is the default; `allowed` lists the topologies that suit the
+    recipe's data (a plugin subclassing one of them is accepted too).
+    """
     def decorate(fn: Callable[[Options, Any], Prepared]) -> Callable[[Options, Any], Prepared]:
         RECIPES[name] = Recipe(name, description, topology, allowed or (topology,), fn)
         return fn
@@ -88,6 +96,7 @@ def recipe(name: str, description: str, topology: str, allowed: tuple[str, ...] 
 
 
 def get_recipe(name: str) -> Recipe:
+    """The recipe `name`; an unknown name raises ValueError listing the recipes."""
     if name not in RECIPES:
         raise ValueError(f"unknown recipe {name!r}; available: {', '.join(sorted(RECIPES))}")
     return RECIPES[name]
