@@ -35,7 +35,7 @@ python3 benchmarks/compare_losses.py /tmp/check-sine-numpy /tmp/check-sine-cupy 
   /tmp/check-ptb-numpy /tmp/check-ptb-cupy 2>&1 | tee "$OUT/losses.txt"
 
 step "3. benchmarks on cupy vs torch cuda"
-timeout "${BENCH_TIMEOUT:-120}" python3 benchmarks/run.py --backend cupy \
+timeout "${BENCH_TIMEOUT:-300}" python3 benchmarks/run.py --backend cupy \
   --cases "${BENCH_CASES:-lm-large,lm-small,sine,seq2seq}" --repeats "${BENCH_REPEATS:-3}" \
   > "$OUT/bench-cupy.log" 2>&1
 echo "bench exit $?" | tee -a "$OUT/steps.log"

@@ -631,6 +631,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--profile", choices=TRAINING_CASES, metavar="CASE",
                         help="instead of measuring: cProfile our step of CASE and print the "
                         "top costs")
+    parser.add_argument("--mpi", type=int, metavar="P",
+                        help="instead: data-parallel scaling efficiency of lm-small and lm-large "
+                        "on P MPI processes against 1 (benchmarks/mpi_scaling.py)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--impl", help=argparse.SUPPRESS)
     parser.add_argument("--roofline-cases", help=argparse.SUPPRESS)
@@ -644,6 +647,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.mpi:
+        from mpi_scaling import main as mpi_main  # a sibling script in benchmarks/
+
+        extra = ["--quick"] if args.quick else []
+        return mpi_main(["--mpi", str(args.mpi), *extra, *(["--json"] if args.json else [])])
     if args.worker:
         return worker_main(args)
     if args.profile:
