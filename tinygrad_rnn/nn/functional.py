@@ -15,6 +15,7 @@ import numpy as np
 from ..backend import backend_of, get_array_module, get_backend, scatter_add
 from ..random import default_generator
 from ..tensor import Tensor, check_same_backend, no_grad, record
+from .workspace import POOL, recycled_empty
 
 __all__ = [
     "linear",
@@ -74,24 +75,54 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
             f"linear: input dtype {x.dtype} does not match weight dtype {weight.dtype}; "
             f"cast the input with .astype({str(weight.dtype)!r})"
         )
+    xp = get_array_module(x.data)
     lead = x.shape[:-1]
     x2 = x.data.reshape(-1, in_features)  # (M, D)
     w = weight.data  # (H, D)
-    y = x2 @ w.T  # (M, H), a fresh buffer we may add into
-    if bias is not None:
-        y += bias.data
+    M, D, H = x2.shape[0], in_features, out_features
+    # Outputs and gradients come from the recycler: on a word-LM head they are
+    # (M, V) and (V, D) arrays, and fresh memory would cost a page fault per 4 KiB.
+    y = recycled_empty(xp, (M, H), x.dtype)
+    if bias is not None and _folds_bias(M, D, H):
+        # [x | 1] @ [W | b].T: the bias rides in the matmul instead of a pass over the
+        # (M, H) output. (Its gradient stays a column sum: the same trick backward
+        # makes the weight-gradient matmul slower than the sum it saves.)
+        ws = POOL.take(("linear", M, D, H, x.dtype.str), xp)
+        x_aug = ws.empty("x", (M, D + 1), x.dtype)
+        x_aug[:, :D] = x2
+        x_aug[:, D] = 1
+        w_aug = ws.empty("w", (H, D + 1), x.dtype)
+        w_aug[:, :D] = w
+        w_aug[:, D] = bias.data
+        xp.matmul(x_aug, w_aug.T, out=y)
+        POOL.give_back(ws)
+    else:
+        xp.matmul(x2, w.T, out=y)
+        if bias is not None:
+            y += bias.data
 
     def backward(g):
         g2 = g.reshape(-1, out_features)  # (M, H)
-        gx = (g2 @ w).reshape(x.shape) if x.requires_grad else None
-        gw = g2.T @ x2 if weight.requires_grad else None
+        gx = gw = gb = None
+        if x.requires_grad:
+            gx = xp.matmul(g2, w, out=recycled_empty(xp, x2.shape, g.dtype)).reshape(x.shape)
+        if weight.requires_grad:
+            gw = xp.matmul(g2.T, x2, out=recycled_empty(xp, w.shape, g.dtype))
         if bias is None:
             return gx, gw
-        gb = g2.sum(axis=0) if bias.requires_grad else None
+        if bias.requires_grad:
+            gb = g2.sum(axis=0)
         return gx, gw, gb
 
     inputs = (x, weight) if bias is None else (x, weight, bias)
     return record("linear", inputs, y.reshape(*lead, out_features), backward)
+
+
+def _folds_bias(rows: int, in_features: int, out_features: int) -> bool:
+    """Whether [x | 1] @ [W | b].T beats x @ W.T + b: when the output is big (a pass
+    over it costs) and the two copies that build [x | 1] and [W | b] are small next to it."""
+    output = rows * out_features
+    return output >= 1 << 20 and output >= 4 * (rows + out_features) * (in_features + 1)
 
 
 # ---- embedding ----------------------------------------------------------------
@@ -202,9 +233,9 @@ def softmax_cross_entropy(logits: Tensor, targets: Any, ignore_index: int = -1) 
     (max-subtracted log-sum-exp).
 
     Lean on purpose, as it dominates a word-LM step: forward makes one (M, V)
-    buffer (shifted logits, exponentiated in place) and backward turns that
-    same buffer into the logits' gradient, (softmax - onehot) / count. So the
-    result can be backwarded once, which is all the tape allows anyway.
+    buffer (the exponentiated logits) and backward turns that same buffer into
+    the logits' gradient, (softmax - onehot) / count. So the result can be
+    backwarded once, which is all the tape allows anyway.
     """
     if logits.ndim < 1:
         raise ValueError("softmax_cross_entropy: logits need a class axis; got a 0-d tensor")
@@ -234,17 +265,30 @@ def softmax_cross_entropy(logits: Tensor, targets: Any, ignore_index: int = -1) 
             f"(expected 0 <= target < {vocab}, or ignore_index={ignore_index})"
         )
 
-    # Passes over (M, V): max, subtract, exp (in place), sum. The target's shifted
-    # logit is taken before the exp overwrites it.
-    shifted = z - z.max(axis=1, keepdims=True)  # (M, V), owned by this op
-    picked = xp.take_along_axis(shifted, t[:, None], axis=1)[:, 0]  # (M,)
-    xp.exp(shifted, out=shifted)
-    exp_sum = shifted.sum(axis=1, keepdims=True)  # (M, 1)
+    # Passes over (M, V): max, exp, sum. In float32 the max is subtracted before the
+    # exp (one more pass) only when some row's max would overflow or underflow the sum
+    # of exps; the loss then carries an absolute error of about one ulp of the logits,
+    # as the shifted form does. Float64, the checking dtype, keeps the shifted form,
+    # exact for tiny losses. The buffer is owned by this op, then handed out as the
+    # logits' gradient.
+    exps = recycled_empty(xp, z.shape, z.dtype)  # (M, V)
+    row_max = z.max(axis=1, keepdims=True)  # (M, 1)
+    high, low = _exp_range(z.dtype, vocab)
+    if z.dtype.itemsize > 4 or bool(((row_max > high) | (row_max < low)).any()):
+        shift = row_max
+        xp.subtract(z, shift, out=exps)
+        xp.exp(exps, out=exps)
+    else:
+        shift = None
+        xp.exp(z, out=exps)
+    exp_sum = exps.sum(axis=1, keepdims=True)  # (M, 1)
+    picked = xp.take_along_axis(z, t[:, None], axis=1)[:, 0]  # (M,)
     row_loss = xp.log(exp_sum[:, 0]) - picked  # (M,)
+    if shift is not None:
+        row_loss += shift[:, 0]
     if not all_count:
         row_loss *= valid
     loss = row_loss.sum() / max(count, 1)
-    exps = shifted  # renamed: from here on it holds exp(shifted)
 
     def backward(g):
         coef = g / max(count, 1)  # 0-d: d loss / d row_loss for a counted row
@@ -262,6 +306,13 @@ def softmax_cross_entropy(logits: Tensor, targets: Any, ignore_index: int = -1) 
 
 
 cross_entropy = softmax_cross_entropy
+
+
+def _exp_range(dtype: Any, classes: int) -> tuple[float, float]:
+    """Row maxima for which sum(exp(z)) over `classes` logits needs no shift: the sum
+    stays below the dtype's largest value and its largest term above the smallest."""
+    info = np.finfo(dtype)
+    return math.log(float(info.max)) - math.log(classes) - 1, math.log(float(info.tiny)) + 1
 
 
 # ---- metrics ------------------------------------------------------------------

@@ -28,6 +28,7 @@ from ..random import default_generator
 from ..tensor import Tensor, check_same_backend, record
 from .cells import CELL_MATH, CellMath
 from .module import Module, Parameter
+from .workspace import POOL
 
 __all__ = [
     "RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell",
@@ -41,7 +42,7 @@ State = Tensor | tuple[Tensor, Tensor]
 class _Padding:
     """Per-step masks built once per call on the data's backend, shared by all layers.
 
-    valid: (dirs, T, N, 1) 1.0 where the step is real, in each direction's step order
+    valid: (dirs, T, 1, N) 1.0 where the step is real, in each direction's step order
     (the reverse direction walks time backwards). keep: its boolean complement.
     """
 
@@ -52,7 +53,7 @@ class _Padding:
         valid = [steps < lengths[None, :]]  # forward: step s is time s
         if dirs == 2:
             valid.append(time_size - 1 - steps < lengths[None, :])  # reverse: time T-1-s
-        host = np.stack(valid)[..., None]  # (dirs, T, N, 1)
+        host = np.stack(valid)[:, :, None, :]  # (dirs, T, 1, N)
         self.valid = xp.asarray(host, dtype=dtype)
         self.keep = xp.asarray(~host)
 
@@ -102,21 +103,61 @@ class _SequenceRun:
         self.no_output_grad: Any = None
 
 
-def _transposed_stack(xp: Any, weights: list[Any], scale: Any) -> Any:
-    """(dirs, K, G*H) C-contiguous stack of each (G*H, K) weight transposed, times scale."""
-    GH, K = weights[0].shape
-    out = xp.empty((len(weights), K, GH), dtype=weights[0].dtype)
-    for d, w in enumerate(weights):
-        if scale is None:
-            out[d] = w.T
-        else:
-            xp.multiply(w.T, scale, out=out[d])
-    return out
-
-
 def _by_step(buffer: Any) -> Any:
     """View a (dirs, T, ...) buffer step-major: (T, ...) for one direction, else (T, dirs, ...)."""
     return buffer[0] if buffer.shape[0] == 1 else buffer.swapaxes(0, 1)
+
+
+# Bytes of gate buffers per chunk of backward steps: about what stays in a core's L2.
+_CHUNK_BYTES = 256 * 1024
+# Batch size from which per-step rows of N elements are long enough to write strided.
+_LONG_ROW = 64
+
+
+def _folds_input(cell: CellMath, time_size: int, input_size: int, hidden_size: int) -> bool:
+    """Whether the step matmul also does the input projection, W [h; x; 1].
+
+    That saves the separate input matmul and a per-step add; it pays when x is
+    narrow next to h (a sine value, a small embedding) or there is one step.
+    A wide x is better projected for all steps in one big matmul.
+    """
+    return cell.shares_gate_grads and (time_size == 1 or 4 * input_size <= hidden_size)
+
+
+def _gate_rows(xp: Any, cell: CellMath, matrices: Sequence[Any], out: Any) -> None:
+    """out[k-th stored gate's rows] = sum(matrices)[PyTorch's rows] * that gate's scale.
+
+    matrices: (G*H, C) weights (or (G*H,) biases, for out of shape (G*H,)) in
+    PyTorch's gate order. One copy per gate block, no temporaries.
+    """
+    H = matrices[0].shape[0] // cell.gate_count
+    for k, (source, scale) in enumerate(zip(cell.gate_order, cell.gate_scales())):
+        target = out[k * H : (k + 1) * H]
+        block = [m[source * H : (source + 1) * H] for m in matrices]
+        if len(block) == 2:
+            xp.add(block[0], block[1], out=target)
+            block = [target]
+        xp.multiply(block[0], scale, out=target)
+
+
+def _pytorch_rows(xp: Any, cell: CellMath, grad: Any) -> Any:
+    """(G*H, ...) `grad` from the stored gate order back to PyTorch's, as a new
+    C-contiguous array (to hand out as a parameter's gradient)."""
+    H = grad.shape[0] // cell.gate_count
+    out = xp.empty(grad.shape, dtype=grad.dtype)
+    for k, source in enumerate(cell.gate_order):
+        out[source * H : (source + 1) * H] = grad[k * H : (k + 1) * H]
+    return out
+
+
+def _unhalved(xp: Any, cell: CellMath, weights: Any, out: Any) -> Any:
+    """out = `weights` (..., G*H, C) in the stored gate order with the halving undone,
+    transposed to (..., C, G*H): what the backward multiplies gate gradients by."""
+    H = weights.shape[-2] // cell.gate_count
+    for k, scale in enumerate(cell.gate_scales()):
+        rows = weights[..., k * H : (k + 1) * H, :].swapaxes(-1, -2)
+        xp.multiply(rows, 1 / scale, out=out[..., k * H : (k + 1) * H])
+    return out
 
 
 def fused_layer(
@@ -137,9 +178,13 @@ def fused_layer(
     initial state. Inputs are trusted (the callers check them).
     Returns out (N, T, dirs * H) (or `out_shape`) and the run for `final_state`.
 
-    Buffers are stored (dirs, T, ...) so each direction's slice is contiguous for
-    the big matmuls, and handed to the cell step-major (`_by_step`). The reverse
-    direction works on the time-reversed sequence, so both walk steps 0..T-1.
+    Inside, everything is feature-major, (..., F, N) (see cells.py), in buffers
+    stored (dirs, T, ...) so each direction's slice is contiguous for the big
+    matmuls, and handed to the cell step-major (`_by_step`). Each step multiplies
+    the stacked rows [h; 1] (or [h; x; 1], see `_folds_input`) by one weight
+    matrix prepared once per call, biases included. The reverse direction works
+    on the time-reversed sequence, so both walk steps 0..T-1. Scratch arrays come
+    from a pooled workspace (see workspace.py), given back after the backward.
     """
     xp = get_array_module(x.data)
     check_same_backend(
@@ -149,160 +194,201 @@ def fused_layer(
     N, T, D = x_data.shape
     dirs = len(weights) // 4
     lead = () if dirs == 1 else (dirs,)
-    w_ih = [weights[4 * d].data for d in range(dirs)]
-    w_hh = [weights[4 * d + 1].data for d in range(dirs)]
-    GH, H = w_hh[0].shape
-    G = cell.gate_count
+    GH, H = weights[1].shape
     dtype = x_data.dtype
+    folds_input = _folds_input(cell, T, D, H)
+    K = H + (D if folds_input else 0) + 1  # rows of [h; (x;) 1]
+    ws = POOL.take((cell.name, dirs, N, T, D, H, dtype.str), xp)
 
-    # The sigmoid gates' pre-activations are halved (see cells.py). With enough rows
-    # (T * N > D + H) the weights are transposed and scaled once per call into C order,
-    # where BLAS is fastest; a single step (a cell) instead uses the transposed views
-    # and scales its gates, which costs less than copying the weights.
-    scale = None
-    if any(factor != 1.0 for factor in cell.gate_scale):
-        scale = xp.asarray(np.repeat(np.asarray(cell.gate_scale), H), dtype=dtype)
-    gate_scale = None  # the scale the steps still have to apply
-    if T * N > D + H:
-        w_ih_t = _transposed_stack(xp, w_ih, scale)  # (dirs, D, G*H)
-        w_hh_t = _transposed_stack(xp, w_hh, scale)  # (dirs, H, G*H)
+    # The weights in the cell's gate order with sigmoid rows halved, biases as the last
+    # column; forward and backward both multiply by these (transposed in backward).
+    w_hidden = ws.empty("w_hidden", (dirs, GH, K), dtype)
+    w_input = None if folds_input else ws.empty("w_input", (dirs, GH, D + 1), dtype)
+    for d in range(dirs):
+        w_ih, w_hh, b_ih, b_hh = (w.data for w in weights[4 * d : 4 * d + 4])
+        _gate_rows(xp, cell, [w_hh], w_hidden[d, :, :H])
+        if folds_input:
+            _gate_rows(xp, cell, [w_ih], w_hidden[d, :, H : H + D])
+            _gate_rows(xp, cell, [b_ih, b_hh], w_hidden[d, :, K - 1])
+        else:
+            _gate_rows(xp, cell, [b_hh], w_hidden[d, :, K - 1])
+            _gate_rows(xp, cell, [w_ih], w_input[d, :, :D])
+            _gate_rows(xp, cell, [b_ih], w_input[d, :, D])
+
+    # stacked[d, s] holds [h entering step s; (x of step s;) 1]: (dirs, T+1, K, N).
+    stacked = ws.empty("stacked", (dirs, T + 1, K, N), dtype)
+    stacked[:, :, K - 1] = 1
+    x_features = x_data.transpose(2, 1, 0)  # (D, T, N)
+    x_by_dir = [x_features if d == 0 else x_features[:, ::-1] for d in range(dirs)]
+    inputs = None  # (dirs, D + 1, T * N): [x; 1] per step, for the input projection
+    pre_x_steps = None
+    if folds_input:
+        for d in range(dirs):
+            stacked[d, :T, H : H + D] = x_by_dir[d].transpose(1, 0, 2)
     else:
-        w_ih_t, w_hh_t, gate_scale = [w.T for w in w_ih], [w.T for w in w_hh], scale
-    input_bias, step_bias = cell.split_bias(
-        xp.stack([weights[4 * d + 2].data for d in range(dirs)]),
-        xp.stack([weights[4 * d + 3].data for d in range(dirs)]),
-    )
-    if scale is not None and gate_scale is None:  # the weights came scaled: so must the bias
-        input_bias = input_bias * scale
-    if step_bias is not None and dirs == 1:
-        step_bias = step_bias[0]
+        inputs = ws.empty("inputs", (dirs, D + 1, T, N), dtype)
+        for d in range(dirs):
+            inputs[d, :D] = x_by_dir[d]
+        inputs[:, D] = 1
+        inputs = inputs.reshape(dirs, D + 1, T * N)
+        pre_x = ws.empty("pre_x", (dirs, GH, T * N), dtype)
+        xp.matmul(w_input, inputs, out=pre_x)  # all steps, one matmul
+        pre_x = pre_x.reshape(dirs, GH, T, N)
+        pre_x_steps = pre_x[0].swapaxes(0, 1) if dirs == 1 else pre_x.transpose(2, 0, 1, 3)
 
-    # Input projections of all steps: one (T*N, D) @ (D, G*H) per direction, in step order.
-    x_time_major = x_data.transpose(1, 0, 2)  # (T, N, D)
-    x_steps = [
-        xp.ascontiguousarray(x_time_major if d == 0 else x_time_major[::-1]).reshape(T * N, D)
-        for d in range(dirs)
+    extra = [
+        ws.empty(f"state{k}", (dirs, T + 1, H, N), dtype) for k in range(1, cell.state_count)
     ]
-    pre_x = xp.empty((dirs, T, N, GH), dtype=dtype)
-    for d in range(dirs):
-        xp.matmul(x_steps[d], w_ih_t[d], out=pre_x[d].reshape(T * N, GH))
-    pre_x += input_bias[:, None, None, :]
-    if gate_scale is not None:
-        pre_x *= gate_scale
-    pre_x_steps = _by_step(pre_x)
+    for k, st in enumerate([stacked[:, :, :H], *extra]):
+        if state:  # (dirs, N, H) rows of the given state, feature-major
+            st[:, 0] = state[k].data.reshape(-1, N, H)[state_rows].swapaxes(1, 2)
+        else:
+            st[:, 0] = 0
+    states = [_by_step(stacked[:, :, :H]), *(_by_step(st) for st in extra)]
+    buffers = cell.forward_buffers(ws, T, lead, H, N, dtype)
+    step = cell.forward_step(xp, buffers, states, pre_x_steps)
 
-    # states[k][:, s] enters step s, states[k][:, s + 1] leaves it: (dirs, T+1, N, H).
-    states = [xp.empty((dirs, T + 1, N, H), dtype=dtype) for _ in range(cell.state_count)]
-    for k, st in enumerate(states):
-        st[:, 0] = 0 if not state else state[k].data.reshape(-1, N, H)[state_rows]
-    state_steps = [_by_step(st) for st in states]
-    saved = cell.workspace(xp, T, lead, N, H, dtype)
-
-    if dirs == 1:
-        w_hh_t0 = w_hh_t[0]
-
-        def project_hidden(h: Any, out: Any) -> None:
-            xp.matmul(h, w_hh_t0, out=out)
-            if gate_scale is not None:
-                out *= gate_scale
-    else:
-
-        def project_hidden(h: Any, out: Any) -> None:
-            for d in range(dirs):
-                xp.matmul(h[d], w_hh_t[d], out=out[d])
-            if gate_scale is not None:
-                out *= gate_scale
-
+    stacked_steps, projection = _by_step(stacked), buffers["projection"]
+    w_step = w_hidden[0] if dirs == 1 else w_hidden
     keep = None if padding is None else _by_step(padding.keep)
+    matmul, copyto = xp.matmul, xp.copyto
     for s in range(T):
-        prev = [st[s] for st in state_steps]
-        new = [st[s + 1] for st in state_steps]
-        cell.step(xp, s, pre_x_steps[s], prev, new, project_hidden, step_bias, saved)
+        matmul(w_step, stacked_steps[s], out=projection[s])
+        step(s)
         if keep is not None:  # padded steps carry the state through unchanged
-            for p, n in zip(prev, new):
-                xp.copyto(n, p, where=keep[s])
-    del pre_x, pre_x_steps
+            for st in states:
+                copyto(st[s + 1], st[s], where=keep[s])
+    del pre_x_steps
 
-    out = xp.empty((N, T, dirs * H), dtype=dtype)
+    out = xp.empty((N, T, dirs * H), dtype=dtype)  # handed out: never pooled
     for d in range(dirs):
-        leaving = states[0][d, 1:]  # (T, N, H), step order
+        leaving = stacked[d, 1:, :H]  # (T, H, N), step order
         if padding is not None:
             leaving = leaving * padding.valid[d]
-        out[:, :, d * H : (d + 1) * H] = (leaving if d == 0 else leaving[::-1]).transpose(1, 0, 2)
-    run = _SequenceRun([xp.ascontiguousarray(st[:, T]) for st in states])
+        out[:, :, d * H : (d + 1) * H] = (leaving if d == 0 else leaving[::-1]).transpose(2, 0, 1)
+    finals = [stacked[:, T, :H], *(st[:, T] for st in extra)]  # (dirs, H, N) each
+    run = _SequenceRun([f.swapaxes(1, 2).copy() for f in finals])
 
     def backward(g: Any) -> list[Any]:
-        d_final, run.final_grads = run.final_grads, [None] * len(states)
+        d_final, run.final_grads = run.final_grads, [None] * cell.state_count
         valid = None if padding is None else padding.valid
-        # Gradient reaching each direction's outputs, in step order: (dirs, T, N, H).
+        # Gradient reaching each direction's outputs, in step order: (dirs, T, H, N).
         d_out = None
         if g is not run.no_output_grad:
             g = g.reshape(N, T, dirs * H)
-            d_out = xp.empty((dirs, T, N, H), dtype=dtype)
+            d_out = ws.empty("d_out", (dirs, T, H, N), dtype)
             for d in range(dirs):
-                part = g[:, :, d * H : (d + 1) * H].transpose(1, 0, 2)
+                part = g[:, :, d * H : (d + 1) * H].transpose(1, 2, 0)
                 d_out[d] = part if d == 0 else part[::-1]
             if valid is not None:
                 d_out *= valid
             d_out = _by_step(d_out)
 
-        factors = cell.backward_factors(
-            xp,
-            saved,
-            [st[:-1] for st in state_steps],
-            [st[1:] for st in state_steps],
-            None if valid is None else _by_step(valid),
-        )
-        d_pre_x = xp.empty((dirs, T, N, G, H), dtype=dtype)
-        d_pre_h = d_pre_x if cell.shares_gate_grads else xp.empty_like(d_pre_x)
-        d_pre_x_steps, d_pre_h_steps = _by_step(d_pre_x), _by_step(d_pre_h)
-        d_states = [
-            xp.zeros((*lead, N, H), dtype=dtype) if dg is None else dg.reshape(*lead, N, H).copy()
-            for dg in d_final
-        ]
-        dh, d_extra = d_states[0], d_states[1:]
-        spare = xp.empty_like(dh)
-        w_hh_0 = w_hh[0]
-        for s in reversed(range(T)):
-            if d_out is not None:
-                dh += d_out[s]
-            dph = d_pre_h_steps[s]
-            direct = cell.step_backward(xp, s, dh, d_extra, factors, d_pre_x_steps[s], dph)
-            if dirs == 1:
-                xp.matmul(dph.reshape(N, GH), w_hh_0, out=spare)
+        # Gate gradients, (T, *lead, G*H, N) step-major views. With long rows (a big
+        # batch) they are stored (dirs, G*H, T, N): each direction's block is then
+        # already the (G*H, T*N) matrix of the weight gradient. Short rows make the
+        # per-step writes slow, so those are stored (dirs, T, G*H, N) and copied once.
+        rows_last = N >= _LONG_ROW
+        shape = (dirs, GH, T, N) if rows_last else (dirs, T, GH, N)
+        d_pre_x = ws.empty("d_pre_x", shape, dtype)
+        d_pre_h = d_pre_x if cell.shares_gate_grads else ws.empty("d_pre_h", shape, dtype)
+        if rows_last:
+            d_pre_x_steps, d_pre_h_steps = (
+                a[0].swapaxes(0, 1) if dirs == 1 else a.transpose(2, 0, 1, 3)
+                for a in (d_pre_x, d_pre_h)
+            )
+        else:
+            d_pre_x_steps, d_pre_h_steps = _by_step(d_pre_x), _by_step(d_pre_h)
+        d_states = []
+        for k, dg in enumerate(d_final):  # (dirs, N, H) or None -> (*lead, H, N)
+            d_state = ws.empty(f"d_state{k}", (*lead, H, N), dtype)
+            if dg is None:
+                d_state.fill(0)
             else:
-                for d in range(dirs):
-                    xp.matmul(dph[d].reshape(N, GH), w_hh[d], out=spare[d])
-            if direct is not None:
-                spare += direct
-            dh, spare = spare, dh
-        del factors
+                d_state[...] = dg.reshape(*lead, N, H).swapaxes(-1, -2)
+            d_states.append(d_state)
+        dh, d_extra = d_states[0], d_states[1:]
+        spare = ws.empty("d_state_spare", dh.shape, dtype)
+        # (*lead, H, G*H): W_hh^T unhalved, C-contiguous (faster per step than a view).
+        w_back = _unhalved(xp, cell, w_step[..., :H], ws.empty("w_back", (*lead, H, GH), dtype))
+        step_valid = None if valid is None else _by_step(valid)
+        step_back = None
+        # Chunks of steps from the last, each small enough to stay in cache between
+        # computing its factors and running its steps.
+        chunk = max(1, _CHUNK_BYTES // (dirs * GH * N * dtype.itemsize))
+        for stop in range(T, 0, -chunk):
+            steps = slice(max(stop - chunk, 0), stop)
+            factors = cell.backward_factors(xp, ws, buffers, states, step_valid, steps)
+            if step_back is None:
+                step_back = cell.backward_step(
+                    xp, ws, factors, d_extra, d_pre_x_steps, d_pre_h_steps
+                )
+            for s in reversed(range(steps.start, stop)):
+                if d_out is not None:
+                    dh += d_out[s]
+                direct = step_back(s, dh)
+                matmul(w_back, d_pre_h_steps[s], out=spare)
+                if direct is not None:
+                    spare += direct
+                dh, spare = spare, dh
+        del factors, step_back
 
         # All steps at once: weight, bias and input gradients, one matmul each.
         weight_grads = []
-        dx_time_major = None
+        dx_features = None  # (D, T, N), time order
         for d in range(dirs):
-            dpx = d_pre_x[d].reshape(T * N, GH)
-            dph = d_pre_h[d].reshape(T * N, GH)
-            h_entering = states[0][d, :-1].reshape(T * N, H)
-            db_ih = dpx.sum(axis=0)
-            db_hh = db_ih if cell.shares_gate_grads else dph.sum(axis=0)
-            weight_grads += [dpx.T @ x_steps[d], dph.T @ h_entering, db_ih, db_hh]
+            if rows_last:
+                dz_x, dz_h = d_pre_x[d].reshape(GH, T * N), d_pre_h[d].reshape(GH, T * N)
+            else:
+                dz_x = ws.empty("dz_x", (GH, T, N), dtype)
+                dz_x[...] = d_pre_x[d].swapaxes(0, 1)
+                dz_x = dz_h = dz_x.reshape(GH, T * N)
+                if not cell.shares_gate_grads:
+                    dz_h = ws.empty("dz_h", (GH, T, N), dtype)
+                    dz_h[...] = d_pre_h[d].swapaxes(0, 1)
+                    dz_h = dz_h.reshape(GH, T * N)
+            # [h; (x;) 1] of every step as (T*N, K) rows: a C-contiguous right operand.
+            entering = ws.empty("entering", (T, N, K), dtype)
+            entering[...] = stacked[d, :T].swapaxes(1, 2)
+            entering = entering.reshape(T * N, K)
+            d_hidden = matmul(dz_h, entering, out=ws.empty("d_hidden", (GH, K), dtype))
+            if folds_input:
+                d_input, w_x = d_hidden[:, H:], w_hidden[d, :, H : H + D]
+            else:
+                d_input = matmul(dz_x, inputs[d].T, out=ws.empty("d_input", (GH, D + 1), dtype))
+                w_x = w_input[d, :, :D]
+            weight_grads += [
+                _pytorch_rows(xp, cell, d_input[:, :D]),
+                _pytorch_rows(xp, cell, d_hidden[:, :H]),
+                _pytorch_rows(xp, cell, d_input[:, D]),
+                _pytorch_rows(xp, cell, d_hidden[:, K - 1]),
+            ]
             if x.requires_grad:
-                part = (dpx @ w_ih[d]).reshape(T, N, D)
-                part = part if d == 0 else part[::-1]
-                dx_time_major = part if dx_time_major is None else dx_time_major + part
-        dx = None if dx_time_major is None else dx_time_major.transpose(1, 0, 2).reshape(x.shape)
+                w_x = _unhalved(xp, cell, w_x, ws.empty("w_x", (D, GH), dtype))
+                part = matmul(w_x, dz_x, out=ws.empty("dx_part", (D, T * N), dtype))
+                part = part.reshape(D, T, N)
+                part = part if d == 0 else part[:, ::-1]
+                if dx_features is None:
+                    dx_features = ws.empty("dx_features", (D, T, N), dtype)
+                    dx_features[...] = part
+                else:
+                    dx_features += part
+        dx = None
+        if dx_features is not None:  # handed out: a fresh array
+            dx = xp.empty((N, T, D), dtype=dtype)
+            dx[...] = dx_features.transpose(2, 1, 0)
+            dx = dx.reshape(x.shape)
 
         state_grads = []
-        d_initial = [dh.reshape(dirs, N, H)] + [d.reshape(dirs, N, H) for d in d_extra]
+        d_initial = [dh, *d_extra]  # (*lead, H, N) each
         for k, st in enumerate(state):
             if not st.requires_grad:
                 state_grads.append(None)
                 continue
             full = xp.zeros(st.shape, dtype=st.dtype)
-            full.reshape(-1, N, H)[state_rows] = d_initial[k]
+            full.reshape(-1, N, H)[state_rows] = d_initial[k].reshape(dirs, H, N).swapaxes(1, 2)
             state_grads.append(full)
+        POOL.give_back(ws)  # nothing above is a view of it
         return [dx, *weight_grads, *state_grads]
 
     out_tensor = record(
@@ -311,6 +397,8 @@ def fused_layer(
         out if out_shape is None else out.reshape(out_shape),
         backward,
     )
+    if not out_tensor.requires_grad:  # nothing recorded: no backward will read it
+        POOL.give_back(ws)
     return out_tensor, run
 
 
@@ -338,7 +426,8 @@ def final_state(
             dirs = run.final[index].shape[0]
             run.final_grads[index] = g[start : start + dirs]
             start += dirs
-        zero = xp.zeros(anchor.shape, dtype=anchor.dtype)
+        # A zero-stride zero: it triggers the layers' backward without costing memory.
+        zero = xp.broadcast_to(xp.zeros((), dtype=anchor.dtype), anchor.shape)
         if anchor_is_output:
             runs[-1].no_output_grad = zero
         return (zero,)
