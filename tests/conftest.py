@@ -82,3 +82,19 @@ def xp(backend_name):
 def to_host(a):
     """A NumPy copy of an array or Tensor from any backend."""
     return backend_to_host(a)
+
+
+def shared_data_path(*parts: str) -> str:
+    """A path under $TINYGRAD_RNN_DATA (relative values resolve against the repo root);
+    the calling test is skipped, with the reason, when the variable or the file is missing."""
+    root = os.environ.get("TINYGRAD_RNN_DATA")
+    if not root:
+        pytest.skip("TINYGRAD_RNN_DATA is not set (point it at the shared data folder)")
+    if not os.path.isabs(root):
+        root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), root)
+    path = os.path.join(root, *parts)
+    if not os.path.exists(path):
+        pytest.skip(
+            f"data not found at {path} (TINYGRAD_RNN_DATA={os.environ['TINYGRAD_RNN_DATA']})"
+        )
+    return path

@@ -13,6 +13,7 @@ import threading
 
 import numpy as np
 import pytest
+from conftest import shared_data_path
 
 from tinygrad_rnn.data import (
     PTB_SHA256,
@@ -22,28 +23,12 @@ from tinygrad_rnn.data import (
     load_text,
 )
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _data_path(*parts):
-    root = os.environ.get("TINYGRAD_RNN_DATA")
-    if not root:
-        pytest.skip("TINYGRAD_RNN_DATA is not set (point it at the shared data folder)")
-    if not os.path.isabs(root):
-        root = os.path.join(REPO_ROOT, root)
-    path = os.path.join(root, *parts)
-    if not os.path.exists(path):
-        pytest.skip(
-            f"data not found at {path} (TINYGRAD_RNN_DATA={os.environ['TINYGRAD_RNN_DATA']})"
-        )
-    return path
-
 
 @pytest.fixture(scope="module")
 def ptb_dir():
-    path = _data_path("ptb")
+    path = shared_data_path("ptb")
     for name in PTB_SHA256:
-        _data_path("ptb", name)
+        shared_data_path("ptb", name)
     return path
 
 
@@ -173,7 +158,7 @@ def test_a_corrupted_download_is_refused_and_not_kept(ptb_dir, tmp_path, serve):
 
 
 def test_load_text_reads_tiny_shakespeare_by_character():
-    path = _data_path("tinyshakespeare", "input.txt")
+    path = shared_data_path("tinyshakespeare", "input.txt")
     ids, vocab = load_text(path)
     assert ids.shape == (1_115_394,)
     assert len(vocab) == 65

@@ -4,29 +4,14 @@ import os
 
 import numpy as np
 import pytest
+from conftest import shared_data_path
 
 from tinygrad_rnn.data import DataNotFoundError, load_seq2seq
-
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _data_path(*parts):
-    root = os.environ.get("TINYGRAD_RNN_DATA")
-    if not root:
-        pytest.skip("TINYGRAD_RNN_DATA is not set (point it at the shared data folder)")
-    if not os.path.isabs(root):
-        root = os.path.join(REPO_ROOT, root)
-    path = os.path.join(root, *parts)
-    if not os.path.exists(path):
-        pytest.skip(
-            f"data not found at {path} (TINYGRAD_RNN_DATA={os.environ['TINYGRAD_RNN_DATA']})"
-        )
-    return path
 
 
 @pytest.fixture(scope="module")
 def addition_path():
-    return _data_path("seq2seq", "addition.txt")
+    return shared_data_path("seq2seq", "addition.txt")
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +72,7 @@ def test_reverse_input_reverses_each_question(addition, addition_path):
 
 
 def test_date_widths():
-    data = load_seq2seq(_data_path("seq2seq", "date.txt"), test_fraction=0.2)
+    data = load_seq2seq(shared_data_path("seq2seq", "date.txt"), test_fraction=0.2)
     assert data.x_train.shape == (40_000, 29) and data.x_test.shape == (10_000, 29)
     assert data.t_train.shape == (40_000, 11)
     assert all(len(t) == 11 and t[0] == "_" for t in data.decode(data.t_test[:20]))
