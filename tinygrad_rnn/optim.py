@@ -96,7 +96,7 @@ class Optimizer:
     # ---- helpers for subclasses --------------------------------------------------
     def _scratch(self, param: Tensor) -> Any:
         """A temporary the shape of `param`, shared by all parameters of its backend/dtype."""
-        key = (param.backend, str(param.dtype))
+        key = (param.backend, param.dtype)
         buffer = self._scratch_buffers.get(key)
         if buffer is None or buffer.size < param.size:
             xp = get_array_module(param.data)
@@ -441,6 +441,69 @@ class Adam(Optimizer):
         )
         self.eps = _check_number("Adam", "eps", eps, 0.0)
         self.weight_decay = _check_number("Adam", "weight_decay", weight_decay, 0.0)
+        self._flat: _FlatState | None = None
+
+    def step(self) -> None:
+        """Update every parameter that has a gradient, in place.
+
+        On NumPy, when every parameter has a gradient, all share a dtype and their
+        step count, and there is no weight decay (a training loop's usual case), the
+        update runs once over one flat array holding all parameters' moments: a
+        small model's step then costs a dozen array passes instead of a dozen per
+        parameter. The arithmetic per element is the same either way.
+        """
+        flat = self._flat_state()
+        if flat is None:
+            super().step()
+            return
+        xp = np
+        for index in range(len(self.params)):
+            self.state[index]["step"] += 1
+        step = self.state[0]["step"]
+        beta1, beta2 = self.betas
+        step_size = self.lr / (1 - beta1**step)
+        inv_bc2_sqrt = 1.0 / math.sqrt(1 - beta2**step)
+        g, m, v, scratch = flat.grad, flat.exp_avg, flat.exp_avg_sq, flat.scratch
+        xp.concatenate([p.grad.reshape(-1) for p in self.params], out=g)
+        xp.subtract(g, m, out=scratch)
+        scratch *= 1 - beta1
+        m += scratch
+        v *= beta2
+        xp.multiply(g, g, out=scratch)
+        scratch *= 1 - beta2
+        v += scratch
+        xp.sqrt(v, out=scratch)
+        scratch *= inv_bc2_sqrt
+        scratch += self.eps
+        xp.divide(m, scratch, out=scratch)
+        scratch *= step_size
+        for p, update in zip(self.params, flat.views(scratch)):
+            xp.subtract(p.data, update, out=p.data)
+
+    def _flat_state(self) -> _FlatState | None:
+        """The flat moments for this step, (re)built when needed; None: update per parameter."""
+        params = self.params
+        if self.weight_decay or len(params) < 2:
+            return None
+        first = params[0]
+        for p in params:
+            if (
+                p.grad is None
+                or type(p.data) is not np.ndarray
+                or p.dtype != first.dtype
+                or p.grad.dtype != first.dtype
+                or p.grad.shape != p.data.shape
+            ):
+                return None
+        flat = self._flat
+        if flat is not None and flat.owns(self.state):
+            return flat
+        # First step, or the state was loaded or stepped per parameter: gather it.
+        steps = {entry.get("step") for entry in self.state.values()}
+        if self.state and (len(self.state) != len(params) or len(steps) != 1):
+            return None
+        self._flat = flat = _FlatState(params, self.state)
+        return flat
 
     def _update(self, index: int, param: Tensor, grad: Any) -> None:
         xp = get_array_module(param.data)
@@ -479,6 +542,44 @@ class Adam(Optimizer):
         xp.divide(m, scratch, out=scratch)
         scratch *= step_size
         param.data -= scratch
+
+
+class _FlatState:
+    """Adam's moments of all parameters in flat NumPy arrays; the per-parameter state
+    entries hold views into them, so `state_dict` and per-parameter steps still work."""
+
+    def __init__(self, params: list[Tensor], state: dict[int, dict[str, Any]]):
+        sizes = [p.size for p in params]
+        self.shapes = [p.shape for p in params]
+        self.bounds = np.cumsum([0, *sizes])
+        total, dtype = int(self.bounds[-1]), params[0].dtype
+        self.exp_avg = np.zeros(total, dtype=dtype)
+        self.exp_avg_sq = np.zeros(total, dtype=dtype)
+        self.grad = np.empty(total, dtype=dtype)
+        self.scratch = np.empty(total, dtype=dtype)
+        for name, flat in (("exp_avg", self.exp_avg), ("exp_avg_sq", self.exp_avg_sq)):
+            for index, view in enumerate(self.views(flat)):
+                entry = state.setdefault(index, {"step": 0})
+                if name in entry:
+                    view[...] = entry[name]
+                entry[name] = view
+        self._entries = [state[index] for index in range(len(params))]
+
+    def views(self, flat: np.ndarray) -> list[np.ndarray]:
+        """`flat` cut into one array per parameter, each of its shape."""
+        return [
+            flat[self.bounds[k] : self.bounds[k + 1]].reshape(shape)
+            for k, shape in enumerate(self.shapes)
+        ]
+
+    def owns(self, state: dict[int, dict[str, Any]]) -> bool:
+        """Whether `state` is still the one these arrays back (not replaced by a load)
+        and every parameter is at the same step (none skipped one since)."""
+        step = self._entries[0]["step"]
+        return len(state) == len(self._entries) and all(
+            state.get(index) is entry and entry["step"] == step
+            for index, entry in enumerate(self._entries)
+        )
 
 
 _ADAM_KERNELS: dict[int, Any] = {}

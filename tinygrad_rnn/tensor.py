@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -26,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from .backend import BackendMismatchError, backend_of, get_array_module, get_backend
+from .workspace import recycled_empty
 
 __all__ = [
     "Tensor",
@@ -430,9 +432,17 @@ def _accumulate_leaf(leaf: Tensor, g: Any, handed_out: set[int]) -> None:
             g = g.copy()
         handed_out.add(id(g))
         leaf.grad = g
+    elif sys.getrefcount(leaf.grad) == 2:
+        # Nothing but the leaf references its gradient (no pending entry, no caller
+        # holding it): add in place. Two references: the leaf's and the argument's.
+        leaf.grad += g
     else:
-        # Not in place: the stored array may still be pending for another entry.
-        leaf.grad = leaf.grad + g
+        # Not in place: the stored array may still be pending for another entry. The
+        # sum goes to a recycled array: a tied embedding's gradient is (V, E), big.
+        stored = leaf.grad
+        leaf.grad = get_array_module(g).add(
+            stored, g, out=recycled_empty(get_array_module(g), stored.shape, stored.dtype)
+        )
 
 
 def tensor(data: Any, requires_grad: bool = False, dtype: Any = None, backend: str | None = None):

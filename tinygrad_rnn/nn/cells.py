@@ -22,8 +22,9 @@ and the driver multiplies the sigmoid gates' weight rows by 0.5 once per call,
 so all gates of a step cost one tanh: sigmoid(a) = 0.5 * tanh(a / 2) + 0.5,
 which never overflows. The cells therefore see z = a / 2 for sigmoid gates and
 z = a otherwise, and their backward returns gradients with respect to z
-(d sigmoid / dz = 2 s (1 - s)); the driver scales the weight gradients back.
-Halving and doubling are exact in floating point.
+(d sigmoid / dz = 2 s (1 - s)), which the driver multiplies by the same halved
+weights, then halves the weight gradients' sigmoid rows. Halving and doubling
+are exact in floating point.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .workspace import Workspace
+from ..workspace import Workspace
 
 __all__ = ["CellMath", "RNNMath", "LSTMMath", "GRUMath", "CELL_MATH"]
 
@@ -200,7 +201,8 @@ class RNNMath(CellMath):
         _one_minus_square(xp, leaving[steps], tanh_grad[steps])
         if valid is not None:
             tanh_grad[steps] *= valid[steps]
-        return {"tanh_grad": tanh_grad, "h_carry": self._carry(xp, ws, "h_carry", None, valid, steps)}
+        h_carry = self._carry(xp, ws, "h_carry", None, valid, steps)
+        return {"tanh_grad": tanh_grad, "h_carry": h_carry}
 
     def backward_step(self, xp, ws, factors, d_extra, d_pre_x, d_pre_h):
         tanh_grad, h_carry = factors["tanh_grad"], factors["h_carry"]
@@ -217,14 +219,15 @@ class LSTMMath(CellMath):
     """LSTM, gates i, f, g, o (PyTorch's order):
     c' = f * c + i * g,  h' = o * tanh(c').
 
-    Stored as o, i, f, g: the sigmoids o, i, f form one block (one in-place
-    affine per step), and i, f, g, whose gradients all scale with dc, another.
+    Stored as o, f, i, g: the sigmoids o, f, i form one block (one in-place
+    affine per step); f, i, g, whose gradients all scale with dc, another; and
+    i, g sit side by side, each the other's factor in c'.
     """
 
     name = "lstm"
     gate_count = 4
     state_count = 2
-    gate_order = (3, 0, 1, 2)
+    gate_order = (3, 1, 0, 2)
     sigmoid_gates = 3
 
     def forward_buffers(self, ws, time_size, lead, hidden_size, batch, dtype):
@@ -239,23 +242,30 @@ class LSTMMath(CellMath):
         gates, tanh_c, product = buffers["projection"], buffers["tanh_c"], buffers["product"]
         H = tanh_c.shape[-2]
         sigmoids = gates[..., : 3 * H, :]
-        o, i, f, g = _blocks(gates, H, 4)
+        o, f, i, g = _blocks(gates, H, 4)
         h, c = states
         tanh, multiply = xp.tanh, xp.multiply
 
+        # Each step's views, made once: on small shapes indexing costs as much as the math.
+        views = [
+            (gates[s], sigmoids[s], f[s], c[s], c[s + 1], i[s], g[s], tanh_c[s], o[s], h[s + 1])
+            for s in range(len(gates))
+        ]
+
+        # Per step: one tanh for the four gates, the sigmoids' affine, then c' and h'.
+        # `out` is passed positionally: a keyword costs more than the smaller ops.
         def step(s: int) -> None:
-            z = gates[s]
+            z, sigmoid, f_s, c_prev, c_new, i_s, g_s, tanh_c_new, o_s, h_new = views[s]
             if pre_x is not None:
                 z += pre_x[s]
-            tanh(z, out=z)  # all four gates in one call
-            _sigmoid_from_half_tanh(sigmoids[s])
-            c_new = c[s + 1]
-            multiply(f[s], c[s], out=c_new)
-            multiply(i[s], g[s], out=product)
+            tanh(z, z)
+            sigmoid *= 0.5
+            sigmoid += 0.5
+            multiply(f_s, c_prev, c_new)
+            multiply(i_s, g_s, product)
             c_new += product
-            tanh_c_new = tanh_c[s]
-            tanh(c_new, out=tanh_c_new)
-            multiply(o[s], tanh_c_new, out=h[s + 1])
+            tanh(c_new, tanh_c_new)
+            multiply(o_s, tanh_c_new, h_new)
 
         return step
 
@@ -264,27 +274,28 @@ class LSTMMath(CellMath):
         H = tanh_c.shape[-2]
         factor = ws.empty("factor", gates.shape, gates.dtype)
         dc_from_h = ws.empty("dc_from_h", tanh_c.shape, tanh_c.dtype)
-        f_all = _blocks(gates, H, 4)[2]
-        c_carry = self._carry(xp, ws, "c_carry", f_all, valid, steps)
+        c_carry = self._carry(xp, ws, "c_carry", _blocks(gates, H, 4)[1], valid, steps)
         h_carry = self._carry(xp, ws, "h_carry", None, valid, steps)
 
-        # This chunk: dc_total = dc + dh * o * (1 - tanh(c')^2); then
-        # dz_o = dh * factor_o, dz_{i,f,g} = dc_total * factor_{i,f,g}.
-        gates, tanh_c, c_prev = gates[steps], tanh_c[steps], states[1][:-1][steps]
-        o, i, f, g = _blocks(gates, H, 4)
-        chunk = _one_minus_square(xp, tanh_c, dc_from_h[steps])
-        chunk *= o
-        # The slopes: 2 s (1 - s) for the sigmoids, 1 - g^2 for g. The first two passes
-        # run over the whole chunk (contiguous, so fastest) and are wrong for g.
-        slopes = xp.subtract(1, gates, out=factor[steps])
-        slopes *= gates
+        # This chunk: dc_total = dc + dh * o * (1 - tanh(c')^2); then, with respect to
+        # the (halved) pre-activations z, dz_o = dh * factor_o, dz_{f,i,g} = dc_total *
+        # factor_{f,i,g}, with the sigmoids' slopes 2 s (1 - s):
+        #   factor_o = 2 o (1 - o) tanh(c') = 2 (1 - o) h'   factor_f = 2 f (1 - f) c
+        #   factor_i = 2 i (1 - i) g                          factor_g = (1 - g^2) i
+        gates, tanh_c = gates[steps], tanh_c[steps]
+        h_new, c_prev = states[0][1:][steps], states[1][:-1][steps]
+        o, f, i, g = _blocks(gates, H, 4)
+        chunk = xp.multiply(h_new, tanh_c, dc_from_h[steps])
+        xp.subtract(o, chunk, chunk)  # o - h' tanh(c') = o (1 - tanh(c')^2)
+        slopes = xp.subtract(1, gates, factor[steps])  # 1 - gate, all four at once
+        factor_o, factor_f, factor_i, factor_g = _blocks(slopes, H, 4)
+        factor_o *= h_new
+        slopes[..., H : 3 * H, :] *= gates[..., H : 3 * H, :]  # f (1 - f), i (1 - i)
         slopes[..., : 3 * H, :] *= 2
-        factor_o, factor_i, factor_f, factor_g = _blocks(slopes, H, 4)
-        _one_minus_square(xp, g, factor_g)
-        factor_o *= tanh_c
-        factor_i *= g
         factor_f *= c_prev
-        factor_g *= i
+        _one_minus_square(xp, g, factor_g)
+        # i and g are each the other's factor: one pass over both, g and i swapped.
+        _split_gates(slopes, 4)[..., 2:, :, :] *= _split_gates(gates, 4)[..., 3:1:-1, :, :]
         if valid is not None:
             chunk *= valid[steps]
             slopes *= valid[steps]
@@ -294,19 +305,24 @@ class LSTMMath(CellMath):
         dc = d_extra[0]
         dc_from_h, c_carry, h_carry = factors["dc_from_h"], factors["c_carry"], factors["h_carry"]
         factor = _split_gates(factors["factor"], 4)  # (T, *lead, 4, H, N)
-        factor_o, factor_ifg = factor[..., 0, :, :], factor[..., 1:, :, :]
+        factor_o, factor_fig = factor[..., 0, :, :], factor[..., 1:, :, :]
         d_gates = _split_gates(d_pre_x, 4)
-        d_o, d_ifg = d_gates[..., 0, :, :], d_gates[..., 1:, :, :]
+        d_o, d_fig = d_gates[..., 0, :, :], d_gates[..., 1:, :, :]
         dc_total = ws.empty("dc_total", dc.shape, dc.dtype)
-        dc_total_per_gate = dc_total[..., None, :, :]  # broadcasts over i, f, g
+        dc_total_per_gate = dc_total[..., None, :, :]  # broadcasts over f, i, g
         multiply = xp.multiply
+        views = [
+            (dc_from_h[s], factor_fig[s], d_fig[s], factor_o[s], d_o[s], c_carry[s])
+            for s in range(len(dc_from_h))
+        ]
 
         def step(s: int, dh: Any) -> Any:
-            total = multiply(dh, dc_from_h[s], out=dc_total)
+            dc_from_h_s, factor_fig_s, d_fig_s, factor_o_s, d_o_s, c_carry_s = views[s]
+            total = multiply(dh, dc_from_h_s, dc_total)
             total += dc
-            multiply(factor_ifg[s], dc_total_per_gate, out=d_ifg[s])
-            multiply(factor_o[s], dh, out=d_o[s])
-            multiply(total, c_carry[s], out=dc)
+            multiply(factor_fig_s, dc_total_per_gate, d_fig_s)
+            multiply(factor_o_s, dh, d_o_s)
+            multiply(total, c_carry_s, dc)
             return None if h_carry is None else dh * h_carry[s]
 
         return step

@@ -15,7 +15,7 @@ import numpy as np
 from ..backend import backend_of, get_array_module, get_backend, scatter_add
 from ..random import default_generator
 from ..tensor import Tensor, check_same_backend, no_grad, record
-from .workspace import POOL, recycled_empty
+from ..workspace import POOL, recycled_empty
 
 __all__ = [
     "linear",
@@ -111,7 +111,8 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
         if bias is None:
             return gx, gw
         if bias.requires_grad:
-            gb = g2.sum(axis=0)
+            # Float32: a matrix-vector product, which BLAS runs on all its threads.
+            gb = g2.sum(axis=0) if g.dtype.itemsize > 4 else xp.ones(g2.shape[0], g.dtype) @ g2
         return gx, gw, gb
 
     inputs = (x, weight) if bias is None else (x, weight, bias)
@@ -146,7 +147,16 @@ def embedding(ids: Any, weight: Tensor) -> Tensor:
 
     def backward(g):
         gw = xp.zeros(weight.shape, dtype=g.dtype)
-        scatter_add(xp, gw, flat_ids, g.reshape(-1, embedding_dim))
+        g2 = g.reshape(-1, embedding_dim)  # (M, D)
+        if xp is np and flat_ids.size:
+            # NumPy's unbuffered add.at is slow: sort the ids once and sum each run
+            # of equal ids with one reduceat, then write each distinct row once.
+            order = np.argsort(flat_ids, kind="stable")
+            sorted_ids = flat_ids[order]
+            starts = np.flatnonzero(np.r_[True, sorted_ids[1:] != sorted_ids[:-1]])
+            gw[sorted_ids[starts]] = np.add.reduceat(g2[order], starts, axis=0)
+        else:
+            scatter_add(xp, gw, flat_ids, g2)
         return (gw,)
 
     return record("embedding", (weight,), y.reshape(*ids.shape, embedding_dim), backward)
@@ -265,23 +275,30 @@ def softmax_cross_entropy(logits: Tensor, targets: Any, ignore_index: int = -1) 
             f"(expected 0 <= target < {vocab}, or ignore_index={ignore_index})"
         )
 
-    # Passes over (M, V): max, exp, sum. In float32 the max is subtracted before the
-    # exp (one more pass) only when some row's max would overflow or underflow the sum
-    # of exps; the loss then carries an absolute error of about one ulp of the logits,
-    # as the shifted form does. Float64, the checking dtype, keeps the shifted form,
-    # exact for tiny losses. The buffer is owned by this op, then handed out as the
-    # logits' gradient.
+    # The buffer is owned by this op, then handed out as the logits' gradient.
     exps = recycled_empty(xp, z.shape, z.dtype)  # (M, V)
-    row_max = z.max(axis=1, keepdims=True)  # (M, 1)
-    high, low = _exp_range(z.dtype, vocab)
-    if z.dtype.itemsize > 4 or bool(((row_max > high) | (row_max < low)).any()):
-        shift = row_max
-        xp.subtract(z, shift, out=exps)
-        xp.exp(exps, out=exps)
+    if z.dtype.itemsize > 4:
+        # Float64, the checking dtype: the max-shifted form, exact even for tiny losses.
+        shift = z.max(axis=1, keepdims=True)  # (M, 1)
+        xp.exp(xp.subtract(z, shift, out=exps), out=exps)
+        exp_sum = exps.sum(axis=1, keepdims=True)  # (M, 1)
     else:
+        # Float32, the training dtype: two passes over (M, V), exp and a row sum (as a
+        # matrix-vector product, which BLAS runs on all its threads), no max pass. The
+        # loss carries an absolute error of about one ulp of the logits, as the shifted
+        # form does. Rows whose exps overflowed or underflowed are redone shifted.
+        with np.errstate(over="ignore", under="ignore"):  # such rows are redone below
+            xp.exp(z, out=exps)
+            exp_sum = xp.matmul(exps, xp.ones(vocab, dtype=z.dtype))[:, None]  # (M, 1)
         shift = None
-        xp.exp(z, out=exps)
-    exp_sum = exps.sum(axis=1, keepdims=True)  # (M, 1)
+        info = np.finfo(z.dtype)
+        bad = ~(xp.isfinite(exp_sum[:, 0]) & (exp_sum[:, 0] >= float(info.tiny) * vocab))
+        if bool(bad.any()):
+            redo = xp.flatnonzero(bad)
+            shift = xp.zeros_like(exp_sum)
+            shift[redo] = z[redo].max(axis=1, keepdims=True)
+            exps[redo] = xp.exp(z[redo] - shift[redo])
+            exp_sum[redo] = exps[redo].sum(axis=1, keepdims=True)
     picked = xp.take_along_axis(z, t[:, None], axis=1)[:, 0]  # (M,)
     row_loss = xp.log(exp_sum[:, 0]) - picked  # (M,)
     if shift is not None:
@@ -306,13 +323,6 @@ def softmax_cross_entropy(logits: Tensor, targets: Any, ignore_index: int = -1) 
 
 
 cross_entropy = softmax_cross_entropy
-
-
-def _exp_range(dtype: Any, classes: int) -> tuple[float, float]:
-    """Row maxima for which sum(exp(z)) over `classes` logits needs no shift: the sum
-    stays below the dtype's largest value and its largest term above the smallest."""
-    info = np.finfo(dtype)
-    return math.log(float(info.max)) - math.log(classes) - 1, math.log(float(info.tiny)) + 1
 
 
 # ---- metrics ------------------------------------------------------------------

@@ -2,11 +2,13 @@
 
 One layer's whole sequence, both directions included, is ONE tape entry: the
 time loop runs inside its forward and inside its hand-written backward. Per
-call, the input projections of all steps are one matmul per direction, each
-step computes all its gates with one matmul, and after the backward loop the
-weight and input gradients are one matmul each over all T*N rows. The
-per-step equations come from `cells.py`; this module is the driver they share
-and the Modules built on it.
+call, the input projections of all steps are one matmul per direction (or,
+for a narrow input, part of the step matmul), each step computes all its
+gates with one matmul whose weights carry the biases, and after the backward
+loop the weight, bias and input gradients are one matmul each over all T*N
+rows. Scratch buffers are pooled across calls (`tinygrad_rnn.workspace`).
+The per-step equations come from `cells.py`; this module is the driver they
+share and the Modules built on it.
 
 State layout (PyTorch's): h, and c for the LSTM, are (L * dirs, N, H), rows
 ordered layer by layer, the forward direction before the reverse one.
@@ -26,9 +28,9 @@ from .. import ops
 from ..backend import get_array_module, get_backend
 from ..random import default_generator
 from ..tensor import Tensor, check_same_backend, record
+from ..workspace import POOL
 from .cells import CELL_MATH, CellMath
 from .module import Module, Parameter
-from .workspace import POOL
 
 __all__ = [
     "RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell",
@@ -108,8 +110,8 @@ def _by_step(buffer: Any) -> Any:
     return buffer[0] if buffer.shape[0] == 1 else buffer.swapaxes(0, 1)
 
 
-# Bytes of gate buffers per chunk of backward steps: about what stays in a core's L2.
-_CHUNK_BYTES = 256 * 1024
+# Bytes of gate buffers per chunk of backward steps: what stays in a core's 2 MiB L2.
+_CHUNK_BYTES = 1024 * 1024
 # Batch size from which per-step rows of N elements are long enough to write strided.
 _LONG_ROW = 64
 
@@ -124,13 +126,38 @@ def _folds_input(cell: CellMath, time_size: int, input_size: int, hidden_size: i
     return cell.shares_gate_grads and (time_size == 1 or 4 * input_size <= hidden_size)
 
 
+# Below this many elements a weight is reordered with one gather, above it gate by gate
+# (no temporary): for a small model the Python loop would cost more than the copy.
+_SMALL_WEIGHT = 1 << 16
+_GATE_INDEX: dict[tuple[int, str], tuple[Any, Any]] = {}
+
+
+def _gate_index(xp: Any, cell: CellMath) -> tuple[Any, Any]:
+    """(PyTorch's index of each stored gate, each stored gate's scale), on `xp`."""
+    key = (id(xp), cell.name)
+    if key not in _GATE_INDEX:
+        _GATE_INDEX[key] = (
+            xp.asarray(np.asarray(cell.gate_order)),
+            xp.asarray(np.asarray(cell.gate_scales())),
+        )
+    return _GATE_INDEX[key]
+
+
 def _gate_rows(xp: Any, cell: CellMath, matrices: Sequence[Any], out: Any) -> None:
     """out[k-th stored gate's rows] = sum(matrices)[PyTorch's rows] * that gate's scale.
 
     matrices: (G*H, C) weights (or (G*H,) biases, for out of shape (G*H,)) in
-    PyTorch's gate order. One copy per gate block, no temporaries.
+    PyTorch's gate order.
     """
-    H = matrices[0].shape[0] // cell.gate_count
+    G = cell.gate_count
+    H = matrices[0].shape[0] // G
+    if out.size <= _SMALL_WEIGHT:
+        order, scales = _gate_index(xp, cell)
+        source = matrices[0] if len(matrices) == 1 else matrices[0] + matrices[1]
+        by_gate = (G, H, *source.shape[1:])
+        scales = scales.reshape((G,) + (1,) * (len(by_gate) - 1)).astype(out.dtype)
+        xp.multiply(source.reshape(by_gate)[order], scales, out=out.reshape(by_gate))
+        return
     for k, (source, scale) in enumerate(zip(cell.gate_order, cell.gate_scales())):
         target = out[k * H : (k + 1) * H]
         block = [m[source * H : (source + 1) * H] for m in matrices]
@@ -141,22 +168,19 @@ def _gate_rows(xp: Any, cell: CellMath, matrices: Sequence[Any], out: Any) -> No
 
 
 def _pytorch_rows(xp: Any, cell: CellMath, grad: Any) -> Any:
-    """(G*H, ...) `grad` from the stored gate order back to PyTorch's, as a new
-    C-contiguous array (to hand out as a parameter's gradient)."""
-    H = grad.shape[0] // cell.gate_count
+    """The inverse of `_gate_rows` for a gradient: stored gate order and the halved
+    rows of (G*H, ...) `grad` back to PyTorch's parameter. A new C-contiguous array."""
+    G = cell.gate_count
+    H = grad.shape[0] // G
     out = xp.empty(grad.shape, dtype=grad.dtype)
-    for k, source in enumerate(cell.gate_order):
-        out[source * H : (source + 1) * H] = grad[k * H : (k + 1) * H]
-    return out
-
-
-def _unhalved(xp: Any, cell: CellMath, weights: Any, out: Any) -> Any:
-    """out = `weights` (..., G*H, C) in the stored gate order with the halving undone,
-    transposed to (..., C, G*H): what the backward multiplies gate gradients by."""
-    H = weights.shape[-2] // cell.gate_count
-    for k, scale in enumerate(cell.gate_scales()):
-        rows = weights[..., k * H : (k + 1) * H, :].swapaxes(-1, -2)
-        xp.multiply(rows, 1 / scale, out=out[..., k * H : (k + 1) * H])
+    if grad.size <= _SMALL_WEIGHT:
+        order, scales = _gate_index(xp, cell)
+        by_gate = (G, H, *grad.shape[1:])
+        scales = scales.reshape((G,) + (1,) * (len(by_gate) - 1)).astype(grad.dtype)
+        out.reshape(by_gate)[order] = grad.reshape(by_gate) * scales
+        return out
+    for k, (source, scale) in enumerate(zip(cell.gate_order, cell.gate_scales())):
+        xp.multiply(grad[k * H : (k + 1) * H], scale, out=out[source * H : (source + 1) * H])
     return out
 
 
@@ -236,9 +260,7 @@ def fused_layer(
         pre_x = pre_x.reshape(dirs, GH, T, N)
         pre_x_steps = pre_x[0].swapaxes(0, 1) if dirs == 1 else pre_x.transpose(2, 0, 1, 3)
 
-    extra = [
-        ws.empty(f"state{k}", (dirs, T + 1, H, N), dtype) for k in range(1, cell.state_count)
-    ]
+    extra = [ws.empty(f"state{k}", (dirs, T + 1, H, N), dtype) for k in range(1, cell.state_count)]
     for k, st in enumerate([stacked[:, :, :H], *extra]):
         if state:  # (dirs, N, H) rows of the given state, feature-major
             st[:, 0] = state[k].data.reshape(-1, N, H)[state_rows].swapaxes(1, 2)
@@ -246,26 +268,33 @@ def fused_layer(
             st[:, 0] = 0
     states = [_by_step(stacked[:, :, :H]), *(_by_step(st) for st in extra)]
     buffers = cell.forward_buffers(ws, T, lead, H, N, dtype)
-    step = cell.forward_step(xp, buffers, states, pre_x_steps)
-
-    stacked_steps, projection = _by_step(stacked), buffers["projection"]
+    # The step function and each step's matmul operands are views over the workspace's
+    # arrays: made on its first call, reused by every later call with the same shapes.
+    step = ws.memo("forward_step", lambda: cell.forward_step(xp, buffers, states, pre_x_steps))
+    operands = ws.memo(
+        "forward_operands",
+        lambda: list(zip(_by_step(stacked), buffers["projection"])),
+    )
     w_step = w_hidden[0] if dirs == 1 else w_hidden
     keep = None if padding is None else _by_step(padding.keep)
     matmul, copyto = xp.matmul, xp.copyto
-    for s in range(T):
-        matmul(w_step, stacked_steps[s], out=projection[s])
+    for s, (stacked_s, projection_s) in enumerate(operands):
+        matmul(w_step, stacked_s, out=projection_s)
         step(s)
         if keep is not None:  # padded steps carry the state through unchanged
             for st in states:
                 copyto(st[s + 1], st[s], where=keep[s])
-    del pre_x_steps
 
     out = xp.empty((N, T, dirs * H), dtype=dtype)  # handed out: never pooled
+    # (T, H, N) -> (N, T, H) in two moves, each with a contiguous side: per-step
+    # (H, N) -> (N, H) transposes, then rows of H. One strided gather is slower.
+    by_row = ws.empty("by_row", (T, N, H), dtype)
     for d in range(dirs):
         leaving = stacked[d, 1:, :H]  # (T, H, N), step order
         if padding is not None:
             leaving = leaving * padding.valid[d]
-        out[:, :, d * H : (d + 1) * H] = (leaving if d == 0 else leaving[::-1]).transpose(2, 0, 1)
+        by_row[...] = (leaving if d == 0 else leaving[::-1]).swapaxes(1, 2)
+        out[:, :, d * H : (d + 1) * H] = by_row.swapaxes(0, 1)
     finals = [stacked[:, T, :H], *(st[:, T] for st in extra)]  # (dirs, H, N) each
     run = _SequenceRun([f.swapaxes(1, 2).copy() for f in finals])
 
@@ -277,9 +306,10 @@ def fused_layer(
         if g is not run.no_output_grad:
             g = g.reshape(N, T, dirs * H)
             d_out = ws.empty("d_out", (dirs, T, H, N), dtype)
-            for d in range(dirs):
-                part = g[:, :, d * H : (d + 1) * H].transpose(1, 2, 0)
-                d_out[d] = part if d == 0 else part[::-1]
+            by_row = ws.empty("by_row", (T, N, H), dtype)
+            for d in range(dirs):  # (N, T, H) -> (T, H, N), in two moves as in forward
+                by_row[...] = g[:, :, d * H : (d + 1) * H].swapaxes(0, 1)
+                d_out[d] = by_row.swapaxes(1, 2) if d == 0 else by_row[::-1].swapaxes(1, 2)
             if valid is not None:
                 d_out *= valid
             d_out = _by_step(d_out)
@@ -309,8 +339,9 @@ def fused_layer(
             d_states.append(d_state)
         dh, d_extra = d_states[0], d_states[1:]
         spare = ws.empty("d_state_spare", dh.shape, dtype)
-        # (*lead, H, G*H): W_hh^T unhalved, C-contiguous (faster per step than a view).
-        w_back = _unhalved(xp, cell, w_step[..., :H], ws.empty("w_back", (*lead, H, GH), dtype))
+        # (*lead, H, G*H): the halved W_hh^T, C-contiguous (faster per step than a view).
+        w_back = ws.empty("w_back", (*lead, H, GH), dtype)
+        w_back[...] = w_step[..., :H].swapaxes(-1, -2)
         step_valid = None if valid is None else _by_step(valid)
         step_back = None
         # Chunks of steps from the last, each small enough to stay in cache between
@@ -320,8 +351,11 @@ def fused_layer(
             steps = slice(max(stop - chunk, 0), stop)
             factors = cell.backward_factors(xp, ws, buffers, states, step_valid, steps)
             if step_back is None:
-                step_back = cell.backward_step(
-                    xp, ws, factors, d_extra, d_pre_x_steps, d_pre_h_steps
+                step_back = ws.memo(
+                    ("backward_step", valid is None, rows_last),
+                    lambda factors=factors: cell.backward_step(
+                        xp, ws, factors, d_extra, d_pre_x_steps, d_pre_h_steps
+                    ),
                 )
             for s in reversed(range(steps.start, stop)):
                 if d_out is not None:
@@ -331,11 +365,10 @@ def fused_layer(
                 if direct is not None:
                     spare += direct
                 dh, spare = spare, dh
-        del factors, step_back
 
         # All steps at once: weight, bias and input gradients, one matmul each.
         weight_grads = []
-        dx_features = None  # (D, T, N), time order
+        dx_steps = None  # (T, N, D), time order
         for d in range(dirs):
             if rows_last:
                 dz_x, dz_h = d_pre_x[d].reshape(GH, T * N), d_pre_h[d].reshape(GH, T * N)
@@ -364,19 +397,19 @@ def fused_layer(
                 _pytorch_rows(xp, cell, d_hidden[:, K - 1]),
             ]
             if x.requires_grad:
-                w_x = _unhalved(xp, cell, w_x, ws.empty("w_x", (D, GH), dtype))
-                part = matmul(w_x, dz_x, out=ws.empty("dx_part", (D, T * N), dtype))
-                part = part.reshape(D, T, N)
-                part = part if d == 0 else part[:, ::-1]
-                if dx_features is None:
-                    dx_features = ws.empty("dx_features", (D, T, N), dtype)
-                    dx_features[...] = part
+                # As (T*N, D) rows: BLAS is faster with the long side as rows.
+                part = matmul(dz_x.T, w_x, out=ws.empty("dx_part", (T * N, D), dtype))
+                part = part.reshape(T, N, D)
+                part = part if d == 0 else part[::-1]
+                if dx_steps is None:
+                    dx_steps = ws.empty("dx_steps", (T, N, D), dtype)
+                    dx_steps[...] = part
                 else:
-                    dx_features += part
+                    dx_steps += part
         dx = None
-        if dx_features is not None:  # handed out: a fresh array
+        if dx_steps is not None:  # handed out: a fresh array
             dx = xp.empty((N, T, D), dtype=dtype)
-            dx[...] = dx_features.transpose(2, 1, 0)
+            dx[...] = dx_steps.swapaxes(0, 1)
             dx = dx.reshape(x.shape)
 
         state_grads = []
@@ -529,12 +562,10 @@ def recurrent_sequence(
         )
         runs.append(run)
         if dropout > 0 and k < layers - 1:
-            mask = (
-                (rng.random(out.shape) >= dropout) / (1.0 - dropout)
-                if dropout < 1
-                else (np.zeros(out.shape))
-            )
-            out = ops.mul(out, Tensor(get_backend(out.backend).asarray(mask, dtype=out.dtype)))
+            # Built in the layer's dtype: the same values as (draw >= p) / (1 - p).
+            mask = (rng.random(out.shape) >= dropout).astype(out.dtype)
+            mask *= 1.0 / (1.0 - dropout) if dropout < 1 else 0.0
+            out = ops.mul(out, Tensor(get_backend(out.backend).asarray(mask)))
         layer_input = out
 
     shape = (layers * dirs, N, H)

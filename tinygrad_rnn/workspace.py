@@ -13,8 +13,8 @@ one, and both return to the pool afterwards.
 Arrays an op hands out (its output, the gradients it returns) cannot be
 given back: their new owners keep them as long as they like. For those,
 `recycled_empty` returns an array of the right shape that nobody references
-any more (its reference count says so), else a new one: the logits of the
-last step, dropped when the step ended, become this step's logits.
+any more (its reference count says so, as CPython keeps it), else a new one:
+the logits of the last step, dropped when the step ended, become this step's.
 """
 
 from __future__ import annotations
@@ -25,18 +25,29 @@ from collections import OrderedDict
 from collections.abc import Hashable
 from typing import Any
 
+import numpy as np
+
 __all__ = ["Workspace", "WorkspacePool", "POOL", "recycled_empty"]
 
 
 class Workspace:
     """Named scratch arrays of one op call (one key: one set of shapes)."""
 
-    __slots__ = ("key", "xp", "arrays")
+    __slots__ = ("key", "xp", "arrays", "memos")
 
     def __init__(self, key: Hashable, xp: Any):
         self.key = key
         self.xp = xp
         self.arrays: dict[str, Any] = {}
+        self.memos: dict[Hashable, Any] = {}
+
+    def memo(self, name: Hashable, make: Any) -> Any:
+        """`make()`, built once per workspace: views and closures over its arrays, which
+        stay valid for every call with its key (the arrays do not change)."""
+        value = self.memos.get(name)
+        if value is None:
+            value = self.memos[name] = make()
+        return value
 
     def empty(self, name: str, shape: tuple[int, ...], dtype: Any) -> Any:
         """The array `name`, uninitialised; allocated on first use, reused after."""
@@ -67,7 +78,10 @@ class WorkspacePool:
             stack = self._free.get(key)
             if stack:
                 self._count -= 1
-                return stack.pop()
+                workspace = stack.pop()
+                if not stack:
+                    del self._free[key]
+                return workspace
         return Workspace(key, xp)
 
     def give_back(self, workspace: Workspace) -> None:
@@ -105,7 +119,7 @@ class _Recycler:
         self._lock = threading.Lock()
 
     def empty(self, xp: Any, shape: tuple[int, ...], dtype: Any) -> Any:
-        key = (id(xp), shape, xp.dtype(dtype).str)
+        key = (id(xp), shape, np.dtype(dtype).str)
         with self._lock:
             arrays = self._arrays.get(key)
             if arrays is None:

@@ -1,0 +1,69 @@
+"""The fused layers' size-dependent paths against the step-by-step reference of test_recurrent.
+
+Which path runs depends on the shapes: the input projection folded into the
+step matmul (narrow inputs) or done for all steps at once (wide ones); gate
+gradients written in rows of a big batch or copied once for a small one; the
+backward factors computed in cache-sized chunks of steps; weights reordered
+with one gather (small) or gate by gate (large). Each must give the
+reference's values and gradients.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import to_host
+from test_recurrent import group, random_weights, reference_layers, state_parts
+
+import tinygrad_rnn as tr
+from tinygrad_rnn.nn import recurrent
+from tinygrad_rnn.nn.recurrent import recurrent_sequence
+
+pytestmark = pytest.mark.filterwarnings("error::RuntimeWarning")
+
+
+def run_both(kind, layers, dirs, N, T, D, H, lengths, seed=0):
+    rng = np.random.default_rng(seed)
+    parts = 2 if kind == "lstm" else 1
+    host = (
+        [rng.standard_normal((N, T, D))]
+        + [rng.standard_normal((layers * dirs, N, H)) for _ in range(parts)]
+        + random_weights(rng, kind, D, H, layers, dirs, scale=1.0)
+    )
+    results = []
+    for runner in (recurrent_sequence, reference_layers):
+        leaves = [tr.tensor(a, requires_grad=True) for a in host]
+        state = tuple(leaves[1 : 1 + parts]) if kind == "lstm" else leaves[1]
+        out, final = runner(kind, leaves[0], group(leaves[1 + parts :], layers), state, lengths)
+        loss = (out * tr.tensor(np.linspace(-1, 1, out.size).reshape(out.shape))).sum()
+        for j, s in enumerate(state_parts(final)):
+            loss = loss + (s * (j + 2.0)).sum()
+        loss.backward()
+        values = [to_host(out)] + [to_host(s) for s in state_parts(final)]
+        results.append((values, [to_host(t.grad) for t in leaves]))
+    (ours, our_grads), (ref, ref_grads) = results
+    for a, b in zip(ours, ref):
+        np.testing.assert_allclose(a, b, rtol=1e-11, atol=1e-12)
+    for a, b in zip(our_grads, ref_grads):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
+def test_a_big_batch_stores_gate_gradients_in_rows_and_matches_the_reference(kind):
+    N = recurrent._LONG_ROW + 2
+    lengths = list(np.random.default_rng(1).integers(0, 5, N))
+    run_both(kind, layers=2, dirs=2, N=N, T=4, D=3, H=4, lengths=lengths)
+
+
+@pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("D", [2, 50])  # folded into the step matmul, then projected apart
+def test_a_long_sequence_runs_backward_in_chunks_and_matches_the_reference(kind, D, monkeypatch):
+    monkeypatch.setattr(recurrent, "_CHUNK_BYTES", 2880)  # 1 to 6 of the 10 steps per chunk
+    run_both(kind, layers=1, dirs=2, N=5, T=10, D=D, H=6, lengths=[10, 3, 0, 7, 9])
+
+
+@pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("D", [2, 50])
+def test_big_weights_reordered_gate_by_gate_match_the_reference(kind, D, monkeypatch):
+    monkeypatch.setattr(recurrent, "_SMALL_WEIGHT", 0)  # the path of large weights
+    run_both(kind, layers=2, dirs=2, N=3, T=4, D=D, H=5, lengths=[4, 1, 3])
