@@ -463,20 +463,10 @@ class Adam(Optimizer):
         beta1, beta2 = self.betas
         step_size = self.lr / (1 - beta1**step)
         inv_bc2_sqrt = 1.0 / math.sqrt(1 - beta2**step)
-        g, m, v, scratch = flat.grad, flat.exp_avg, flat.exp_avg_sq, flat.scratch
-        xp.concatenate([p.grad.reshape(-1) for p in self.params], out=g)
-        xp.subtract(g, m, out=scratch)
-        scratch *= 1 - beta1
-        m += scratch
-        v *= beta2
-        xp.multiply(g, g, out=scratch)
-        scratch *= 1 - beta2
-        v += scratch
-        xp.sqrt(v, out=scratch)
-        scratch *= inv_bc2_sqrt
-        scratch += self.eps
-        xp.divide(m, scratch, out=scratch)
-        scratch *= step_size
+        scratch = flat.scratch
+        xp.concatenate([p.grad.reshape(-1) for p in self.params], out=flat.grad)
+        _adam_update_into(xp, flat.grad, flat.exp_avg, flat.exp_avg_sq, scratch, beta1, beta2,
+                          self.eps, step_size, inv_bc2_sqrt)
         for p, update in zip(self.params, flat.views(scratch)):
             xp.subtract(p.data, update, out=p.data)
 
@@ -528,20 +518,28 @@ class Adam(Optimizer):
             )
             return
         scratch = self._scratch(param)
-        # NumPy: eleven in-place passes through one scratch buffer, no temporaries.
-        xp.subtract(g, m, out=scratch)
-        scratch *= 1 - beta1
-        m += scratch  # m lerps towards g
-        v *= beta2
-        xp.multiply(g, g, out=scratch)
-        scratch *= 1 - beta2
-        v += scratch
-        xp.sqrt(v, out=scratch)
-        scratch *= inv_bc2_sqrt
-        scratch += self.eps
-        xp.divide(m, scratch, out=scratch)
-        scratch *= step_size
+        _adam_update_into(xp, g, m, v, scratch, beta1, beta2, self.eps, step_size, inv_bc2_sqrt)
         param.data -= scratch
+
+
+def _adam_update_into(xp, g, m, v, scratch, beta1, beta2, eps, step_size, inv_bc2_sqrt) -> None:
+    """Advance Adam's moments m, v in place and write the step into `scratch`.
+
+    Eleven in-place passes through one scratch buffer, no temporaries (NumPy
+    has no fused kernel); shared by the per-parameter and the flat paths.
+    """
+    xp.subtract(g, m, out=scratch)
+    scratch *= 1 - beta1
+    m += scratch  # m lerps towards g
+    v *= beta2
+    xp.multiply(g, g, out=scratch)
+    scratch *= 1 - beta2
+    v += scratch
+    xp.sqrt(v, out=scratch)
+    scratch *= inv_bc2_sqrt
+    scratch += eps
+    xp.divide(m, scratch, out=scratch)
+    scratch *= step_size
 
 
 class _FlatState:
