@@ -38,8 +38,16 @@ class Seq2SeqModel(nn.Module):
     outputs; the context joins the head's input.
     """
 
-    def __init__(self, spec: ModelSpec, peeky: bool, attention: bool, generator=None):
+    def __init__(
+        self,
+        spec: ModelSpec,
+        peeky: bool,
+        attention: bool,
+        generator=None,
+        pass_cell_state: bool = True,
+    ):
         super().__init__()
+        self.pass_cell_state = pass_cell_state
         if spec.vocab_size is None:
             raise ValueError("seq2seq works on token ids: set spec.vocab_size")
         H, E = spec.hidden_size, spec.embedding_size
@@ -51,8 +59,17 @@ class Seq2SeqModel(nn.Module):
         self.head = Head(H * (1 + peeky + attention), spec, generator)
 
     def encode(self, questions: Any) -> tuple[Tensor, Any]:
-        """(N, Tq) ids -> encoder outputs (N, Tq, H) and final state."""
-        return self.encoder(self.enc_embedding(questions))
+        """(N, Tq) ids -> encoder outputs (N, Tq, H) and the decoder's start state.
+
+        The decoder starts from the encoder's final state. With
+        `pass_cell_state=False` an LSTM decoder gets only h and starts its cell
+        state at zero, as in the textbook.
+        """
+        encoded, state = self.encoder(self.enc_embedding(questions))
+        if isinstance(state, tuple) and not self.pass_cell_state:  # LSTM: (h, c)
+            h, c = state
+            state = (h, Tensor(get_array_module(c.data).zeros_like(c.data)))
+        return encoded, state
 
     def decode(
         self, answers_in: Any, state: Any, encoded: Tensor, summary: Tensor
@@ -81,16 +98,20 @@ class Seq2Seq(Topology):
     inputs: question ids (N, Tq). targets: answer ids (N, Ta) whose first
     column is the start token (`_`); the decoder reads targets[:, :-1] and is
     scored on targets[:, 1:] (teacher forcing). Inference decodes greedily from
-    the start token. Options: peeky, attention. Reversing the input is a data
-    option (`tr.data.load_seq2seq(..., reverse_input=True)`).
+    the start token. Options: peeky, attention, pass_cell_state (False: an LSTM
+    decoder gets only the encoder's h, its cell state starts at zero, as in the
+    textbook). Reversing the input is a data option
+    (`tr.data.load_seq2seq(..., reverse_input=True)`).
     """
 
-    options = {"peeky": False, "attention": False}
+    options = {"peeky": False, "attention": False, "pass_cell_state": True}
     count_unit = "answer tokens"
 
     def build(self, spec: ModelSpec, generator=None) -> Seq2SeqModel:
         refuse_bidirectional(spec, "in seq2seq (the decoder continues the encoder's state)")
-        return Seq2SeqModel(spec, bool(self.peeky), bool(self.attention), generator)
+        return Seq2SeqModel(
+            spec, bool(self.peeky), bool(self.attention), generator, bool(self.pass_cell_state)
+        )
 
     def check_data(self, inputs: Any, targets: Any) -> None:
         self.require(
