@@ -31,6 +31,8 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from .backend import to_host
+
 __all__ = ["save", "load", "load_arrays", "read_extra", "CheckpointError", "FORMAT", "VERSION"]
 
 FORMAT = "tinygrad-rnn-checkpoint"
@@ -67,8 +69,8 @@ def save(
         raise TypeError(f"save: extra must be a JSON-able dict or None; got {type(extra).__name__}")
     members: dict[str, np.ndarray] = {}
     for name, value in (arrays or {}).items():
-        value = getattr(value, "data", value)  # a Tensor's raw array
-        members[_ARRAYS + name] = value.get() if hasattr(value, "get") else np.asarray(value)
+        # to_host, not `.data`: a raw CuPy array's `.data` is a device pointer.
+        members[_ARRAYS + name] = to_host(value)
         if members[_ARRAYS + name].dtype == object:
             raise TypeError(f"save: arrays[{name!r}] has dtype object, which needs pickle")
     arrays = members

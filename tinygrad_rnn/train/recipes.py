@@ -19,7 +19,7 @@ import numpy as np
 import topologies
 
 from .. import data as D
-from ..backend import to_host as _host
+from ..backend import to_host
 from ..tensor import no_grad
 from . import plots
 from .trainer import TrainConfig, Trainer
@@ -174,7 +174,7 @@ def _sine(opts: Options, rec: Recipe) -> Prepared:
     def report(trainer: Trainer, out: Path) -> dict[str, Any]:
         result = trainer.evaluate((Xte, Yte))
         pred, _ = trainer.topology.predict(trainer.model, Xte)
-        pred = _host(pred).reshape(-1)
+        pred = to_host(pred).reshape(-1)
         metrics = {
             "mse": result["mse"],
             "noise_variance": SINE["noise_std"] ** 2,
@@ -212,7 +212,7 @@ def closed_loop(topology: Any, model: Any, seed_window: np.ndarray, steps: int) 
     with no_grad():
         for _ in range(steps):
             value, _ = topology.predict(model, window)
-            v = float(_host(value).reshape(-1)[0])
+            v = float(to_host(value).reshape(-1)[0])
             out.append(v)
             window = np.concatenate([window[:, 1:], [[[v]]]], axis=1).astype(np.float32)
     return np.asarray(out)

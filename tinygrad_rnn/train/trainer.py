@@ -29,9 +29,11 @@ from typing import Any
 
 import numpy as np
 
+from topologies import detach_state
+
 from .. import checkpoint as ckpt
 from .. import optim
-from ..backend import get_backend
+from ..backend import get_backend, to_host
 from ..data import DataLoader, StatefulBatcher, check_not_shuffled
 from ..nn import clip_grad_norm
 from ..random import get_rng_state, set_rng_state
@@ -118,11 +120,6 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, np.ndarray):
         return value.tolist()
     raise TypeError(f"not JSON-able: {type(value).__name__}")
-
-
-def _host(a: Any) -> np.ndarray:
-    a = a.data if isinstance(a, Tensor) else a
-    return a.get() if hasattr(a, "get") else np.asarray(a)
 
 
 def _flatten_state(state: Any) -> list[Any]:
@@ -360,7 +357,7 @@ class Trainer:
                 self.optimizer.step()
                 self.optimizer.zero_grad()
                 if self.stateful:
-                    self.carried = _detach(out.state)
+                    self.carried = detach_state(out.state)
                 self.step += 1
                 self.batch_in_epoch += 1
                 self.step_losses.append(loss_value)
@@ -438,8 +435,8 @@ class Trainer:
             "topology": {"name": self.topology.name, "options": self.topology.config},
             "epoch": self.epoch,
             "step": self.step,
-            "loader": _jsonable({**self.loader.state_dict(), "next_batch": self.batch_in_epoch}),
-            "rng": _jsonable(get_rng_state()),
+            "loader": {**self.loader.state_dict(), "next_batch": self.batch_in_epoch},
+            "rng": get_rng_state(),
             "best": self.best,
             "bad_epochs": self.bad_epochs,
             "stopped_early": self.stopped_early,
@@ -454,7 +451,7 @@ class Trainer:
         """Write `checkpoint.npz` atomically (nothing when out_dir is None)."""
         if self.out_dir is None:
             return None
-        carried = [_host(s) for s in _flatten_state(self.carried)]
+        carried = [to_host(s) for s in _flatten_state(self.carried)]
         extra = {}
         if self.comm is not None:
             # Rank 0 writes the global carry (the lane groups joined) and every rank's RNG.
@@ -465,7 +462,7 @@ class Trainer:
             if gathered is None:
                 return None
             carried, rng_states = gathered
-            extra["distributed"] = {"world_size": self.comm.size, "rng": _jsonable(rng_states)}
+            extra["distributed"] = {"world_size": self.comm.size, "rng": rng_states}
         extra = {**self.training_state(), **extra}
         self.out_dir.mkdir(parents=True, exist_ok=True)
         path = self.out_dir / CHECKPOINT_NAME
@@ -500,7 +497,7 @@ class Trainer:
                 f"{path} was written by a run over {saved_ranks} rank(s); resume it with "
                 f"{saved_ranks} (mpirun -n {saved_ranks} ... --distributed), not {ranks}"
             )
-        loader_state = _from_jsonable(state["loader"])
+        loader_state = state["loader"]
         if self.comm is not None:
             loader_state = distributed.rank_loader_state(loader_state, self.loader)
         self.loader.load_state_dict(loader_state)
@@ -538,36 +535,4 @@ class Trainer:
             "step_losses": self.step_losses,
         }
         write_json_atomic(path, payload)
-
-
-def _detach(state: Any) -> Any:
-    if state is None:
-        return None
-    if isinstance(state, Tensor):
-        return state.detach()
-    return tuple(_detach(s) for s in state)
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return {"__ndarray__": value.tolist(), "dtype": str(value.dtype)}
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.floating):
-        return float(value)
-    return value
-
-
-def _from_jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        if "__ndarray__" in value:
-            return np.asarray(value["__ndarray__"], dtype=value["dtype"])
-        return {k: _from_jsonable(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_from_jsonable(v) for v in value]
-    return value
 
