@@ -95,7 +95,10 @@ def _thread_report(impl: str) -> dict[str, Any]:
     else:
         import numpy
 
+        from tinygrad_rnn.threads import get_num_threads
+
         report["numpy_version"] = numpy.__version__
+        report["ours_num_threads"] = get_num_threads()
     return report
 
 
@@ -113,6 +116,19 @@ def _use_backend(impl: str, backend: str) -> str:
     return "cuda" if backend == "cupy" else "cpu"
 
 
+def _pin_threads(impl: str, threads: int) -> None:
+    """The implementation's own thread count, beside threadpoolctl's BLAS limit: torch's
+    intra-op pool, or our row-parallel passes (tinygrad_rnn.threads)."""
+    if impl == "torch":
+        import torch
+
+        torch.set_num_threads(threads)
+    else:
+        from tinygrad_rnn.threads import set_num_threads
+
+        set_num_threads(threads, blas=False)
+
+
 def _worker_case(args: argparse.Namespace) -> None:
     """Build the step, warm up, then run one timed repeat per 'measure' line on stdin."""
     from memory import peak_rss_mb
@@ -123,10 +139,7 @@ def _worker_case(args: argparse.Namespace) -> None:
     steps, warmup = (2, 1) if args.quick else (case.steps, case.warmup)
     threads = case_threads(args.worker, args)
     with threadpool_limits(limits=threads):
-        if args.impl == "torch":
-            import torch
-
-            torch.set_num_threads(threads)
+        _pin_threads(args.impl, threads)
         device = _use_backend(args.impl, args.backend)
         sync = _device_sync(args.impl, args.backend)
         step = build_step(case, args.impl, config, device)
@@ -154,6 +167,7 @@ def _worker_memory(args: argparse.Namespace) -> None:
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(limits=case_threads("lm-small", args)):
+        _pin_threads("ours", case_threads("lm-small", args))
         _use_backend("ours", args.backend)
         _send(stateful_leak_check(args.quick, args.backend))
 
@@ -182,6 +196,7 @@ def profile_case(name: str, args: argparse.Namespace, top: int = 30) -> None:
     threads = case_threads(name, args)
     clock = time.process_time if threads == 1 else time.perf_counter
     with threadpool_limits(limits=threads):
+        _pin_threads("ours", threads)
         _use_backend("ours", args.backend)
         step = build_step(case, "ours", config)
         for _ in range(1 if args.quick else case.warmup):
@@ -471,6 +486,9 @@ def _blas_summary(impl: str, threads_seen: dict[str, Any]) -> list[str]:
         lines.append(f"torch {threads_seen.get('torch_version')}: BLAS_INFO="
                      f"{threads_seen.get('torch_blas')}, torch.get_num_threads()="
                      f"{threads_seen.get('torch_num_threads')}")
+    else:
+        lines.append("tinygrad_rnn.threads.get_num_threads()="
+                     f"{threads_seen.get('ours_num_threads')} (row-parallel passes)")
     for info in threads_seen.get("threadpool_info", []):
         if impl == "torch" and info.get("internal_api") == "openblas":
             continue  # NumPy's, loaded for the host data only

@@ -72,6 +72,47 @@ def test_cross_entropy_gradient_matches_finite_differences(lead, vocab):
     assert gradcheck(lambda z: F.softmax_cross_entropy(z, targets), [logits])
 
 
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cross_entropy_big_enough_to_split_matches_torch(threads, dtype):
+    """(64 x 9000) logits are split over row blocks and threads; rows with huge logits
+    (redone shifted in float32), ignored rows and an upstream gradient of 3 included."""
+    torch = pytest.importorskip("torch")
+    from tinygrad_rnn import threads as tr_threads
+
+    logits, targets = _case(7, (64,), 9000, ignore_fraction=0.2)
+    logits = logits.astype(dtype)
+    logits[5] *= 40  # float32 exp overflows without the shift
+    logits[40] -= 200  # ... and underflows here
+    before = tr_threads.get_num_threads()
+    tr_threads.set_num_threads(threads, blas=False)
+    try:
+        x = tr.tensor(logits, requires_grad=True)
+        loss = F.softmax_cross_entropy(x, targets)
+        (loss * 3).backward()
+    finally:
+        tr_threads.set_num_threads(before, blas=False)
+    tx = torch.tensor(logits.astype(np.float64), requires_grad=True)
+    tloss = torch.nn.functional.cross_entropy(tx, torch.tensor(targets), ignore_index=-1)
+    (tloss * 3).backward()
+    tight = dtype == np.float64
+    np.testing.assert_allclose(loss.item(), tloss.item(), rtol=1e-12 if tight else 2e-5)
+    np.testing.assert_allclose(
+        host(x.grad), tx.grad.numpy(), rtol=1e-9 if tight else 1e-4, atol=1e-15 if tight else 1e-9
+    )
+    assert host(x.grad).dtype == dtype
+
+
+def test_cross_entropy_without_grad_leaves_the_loss_unchanged():
+    """Under no_grad the forward skips the softmax scaling: the loss must not change."""
+    logits, targets = _case(3, (32,), 9000, ignore_fraction=0.1)
+    logits = logits.astype(np.float32)
+    with_tape = F.softmax_cross_entropy(tr.tensor(logits, requires_grad=True), targets).item()
+    with tr.no_grad():
+        without = F.softmax_cross_entropy(tr.tensor(logits, requires_grad=True), targets).item()
+    assert with_tape == without
+
+
 def test_cross_entropy_is_stable_for_huge_logits():
     logits = np.array([[1e4, 0.0, -1e4], [-5e3, 5e3, 5e3]], np.float32)
     x = tr.tensor(logits, requires_grad=True)

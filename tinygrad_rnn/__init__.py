@@ -55,6 +55,7 @@ from .tensor import (
     no_grad,
     tensor,
 )
+from .threads import get_num_threads, set_num_threads
 
 __version__ = "0.1.0"
 
@@ -87,5 +88,5 @@ __all__ = [
     "BackendUnavailableError", "BackendMismatchError", "manual_seed", "default_generator",
     "add", "sub", "mul", "div", "matmul", "sum", "mean", "max", "reshape", "transpose",
     "concatenate", "stack", "split", "exp", "log", "tanh", "sigmoid", "relu", "clip",
-    "softmax", "log_softmax", "where", *_LAZY,
+    "softmax", "log_softmax", "where", "set_num_threads", "get_num_threads", *_LAZY,
 ]  # fmt: skip

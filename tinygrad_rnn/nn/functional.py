@@ -14,7 +14,8 @@ import numpy as np
 
 from ..backend import backend_of, get_array_module, get_backend, scatter_add
 from ..random import default_generator
-from ..tensor import Tensor, check_same_backend, no_grad, record
+from ..tensor import Tensor, check_same_backend, is_grad_enabled, no_grad, record
+from ..threads import parallel_rows
 from ..workspace import POOL, recycled_empty
 
 __all__ = [
@@ -275,44 +276,42 @@ def softmax_cross_entropy(logits: Tensor, targets: Any, ignore_index: int = -1) 
             f"(expected 0 <= target < {vocab}, or ignore_index={ignore_index})"
         )
 
-    # The buffer is owned by this op, then handed out as the logits' gradient.
+    # The buffer is owned by this op, then handed out as the logits' gradient. When a
+    # backward will follow, the forward already leaves softmax / count in it (valid rows),
+    # scaling each block of rows while it is in cache: backward then only subtracts at
+    # the targets, with no pass of its own over (M, V).
     exps = recycled_empty(xp, z.shape, z.dtype)  # (M, V)
-    if z.dtype.itemsize > 4:
-        # Float64, the checking dtype: the max-shifted form, exact even for tiny losses.
-        shift = z.max(axis=1, keepdims=True)  # (M, 1)
-        xp.exp(xp.subtract(z, shift, out=exps), out=exps)
-        exp_sum = exps.sum(axis=1, keepdims=True)  # (M, 1)
-    else:
-        # Float32, the training dtype: two passes over (M, V), exp and a row sum (as a
-        # matrix-vector product, which BLAS runs on all its threads), no max pass. The
-        # loss carries an absolute error of about one ulp of the logits, as the shifted
-        # form does. Rows whose exps overflowed or underflowed are redone shifted.
-        with np.errstate(over="ignore", under="ignore"):  # such rows are redone below
-            xp.exp(z, out=exps)
-            exp_sum = xp.matmul(exps, xp.ones(vocab, dtype=z.dtype))[:, None]  # (M, 1)
-        shift = None
-        info = np.finfo(z.dtype)
-        bad = ~(xp.isfinite(exp_sum[:, 0]) & (exp_sum[:, 0] >= float(info.tiny) * vocab))
-        if bool(bad.any()):
-            redo = xp.flatnonzero(bad)
-            shift = xp.zeros_like(exp_sum)
-            shift[redo] = z[redo].max(axis=1, keepdims=True)
-            exps[redo] = xp.exp(z[redo] - shift[redo])
-            exp_sum[redo] = exps[redo].sum(axis=1, keepdims=True)
+    exp_sum = xp.empty(rows, dtype=z.dtype)  # (M,) row sums of the (shifted) exps
+    shift = xp.zeros(rows, dtype=z.dtype)  # (M,) what each row was shifted by
+    normalise = is_grad_enabled() and logits.requires_grad
+    row_weight = valid.astype(z.dtype) / max(count, 1) if normalise else None  # (M,)
+    # Rows per block: a block of exps stays in a core's L2 between its passes.
+    block = rows if xp is not np else max(1, _BLOCK_BYTES // (vocab * z.dtype.itemsize))
+
+    def exponentiate(start: int, stop: int) -> None:
+        for a in range(start, stop, block):
+            _softmax_block(
+                xp,
+                z[a : a + block],
+                exps[a : a + block],
+                exp_sum[a : a + block],
+                shift[a : a + block],
+                None if row_weight is None else row_weight[a : a + block],
+            )
+
+    parallel_rows(xp, rows, exponentiate, min_rows=max(1, _PARALLEL_ELEMENTS // vocab))
+    if z.dtype.itemsize <= 4:
+        _redo_shifted(xp, z, exps, exp_sum, shift, row_weight)
     picked = xp.take_along_axis(z, t[:, None], axis=1)[:, 0]  # (M,)
-    row_loss = xp.log(exp_sum[:, 0]) - picked  # (M,)
-    if shift is not None:
-        row_loss += shift[:, 0]
+    row_loss = xp.log(exp_sum) - picked + shift  # (M,)
     if not all_count:
         row_loss *= valid
     loss = row_loss.sum() / max(count, 1)
 
     def backward(g):
         coef = g / max(count, 1)  # 0-d: d loss / d row_loss for a counted row
-        row_scale = coef / exp_sum  # (M, 1): one pass turns exps into scaled softmax
-        if not all_count:
-            row_scale *= valid[:, None]
-        xp.multiply(exps, row_scale, out=exps)
+        if xp is not np or float(g) != 1.0:  # the forward scaled for g == 1
+            xp.multiply(exps, g, out=exps)
         index = xp.arange(rows) if all_count else xp.flatnonzero(valid)
         exps[index, t[index]] -= coef  # rows are distinct, so no repeated index
         # Returned as is when no reshape is needed: a view would be copied for a leaf.
@@ -320,6 +319,54 @@ def softmax_cross_entropy(logits: Tensor, targets: Any, ignore_index: int = -1) 
 
     loss = xp.asarray(loss, dtype=logits.dtype)
     return record("softmax_cross_entropy", (logits,), loss, backward)
+
+
+# A block of exponentiated logits small enough to stay in one core's L2 (2 MiB or more).
+_BLOCK_BYTES = 512 * 1024
+# Below this many logits a softmax runs on one thread: splitting costs more than it saves.
+_PARALLEL_ELEMENTS = 1 << 18
+
+
+def _softmax_block(xp, z, exps, exp_sum, shift, row_weight) -> None:
+    """One block of rows of softmax_cross_entropy's forward, in place.
+
+    exps = exp(z - shift) and exp_sum its row sums; with row_weight (the row's
+    weight in the mean loss, 0 for ignored rows) exps becomes softmax * row_weight.
+    Float32 skips the max pass (shift stays 0): `_redo_shifted` then mends the rows
+    that overflowed or underflowed. Float64, the checking dtype, is always shifted,
+    exact even for tiny losses.
+    """
+    with np.errstate(over="ignore", under="ignore", invalid="ignore", divide="ignore"):
+        if z.dtype.itemsize > 4:
+            shift[...] = z.max(axis=1)
+            xp.subtract(z, shift[:, None], out=exps)
+            xp.exp(exps, out=exps)
+        else:
+            xp.exp(z, out=exps)
+        if xp is np:  # one unrolled pass per row, no temporary: faster than ndarray.sum
+            np.einsum("ij->i", exps, out=exp_sum)
+        else:
+            exps.sum(axis=1, out=exp_sum)
+        if row_weight is not None:
+            exps *= (row_weight / exp_sum)[:, None]
+
+
+def _redo_shifted(xp, z, exps, exp_sum, shift, row_weight) -> None:
+    """Redo, shifted by their max, the rows whose unshifted exps overflowed or underflowed.
+
+    Without the max pass the loss carries an absolute error of about one ulp of the
+    logits, as the shifted form does, as long as the row sum is finite and not tiny.
+    """
+    bad = ~(xp.isfinite(exp_sum) & (exp_sum >= float(np.finfo(z.dtype).tiny) * z.shape[1]))
+    if not bool(bad.any()):
+        return
+    redo = xp.flatnonzero(bad)
+    shift[redo] = z[redo].max(axis=1)
+    rows = xp.exp(z[redo] - shift[redo, None])
+    exp_sum[redo] = rows.sum(axis=1)
+    if row_weight is not None:
+        rows *= (row_weight[redo] / exp_sum[redo])[:, None]
+    exps[redo] = rows
 
 
 cross_entropy = softmax_cross_entropy
