@@ -102,6 +102,21 @@ def test_a_parameter_listed_twice_is_updated_once():
     np.testing.assert_allclose(host(p), before - 0.5)
 
 
+
+@pytest.mark.parametrize("shape", [(300, 200), (70001,), (5, 13107)])
+def test_sgd_update_of_a_big_parameter_is_exact(shape):
+    """Parameters over one update block (32K elements, the tail block included) are
+    updated block by block; the result must be p - lr * g exactly, in float32."""
+    rng = np.random.default_rng(0)
+    start = rng.standard_normal(shape).astype(np.float32)
+    grad = rng.standard_normal(shape).astype(np.float32)
+    p = tr.tensor(start.copy(), requires_grad=True)  # a NumPy array is taken as is
+    p.grad = tr.tensor(grad.copy()).data
+    optim.SGD([p], lr=0.3).step()
+    expected = start - np.float32(0.3) * grad
+    np.testing.assert_array_equal(to_host(p), expected)
+    np.testing.assert_array_equal(to_host(tr.Tensor(p.grad)), grad)  # the gradient is untouched
+
 def test_lr_is_an_attribute_the_trainer_can_change():
     (p,) = _params()[:1]
     opt = optim.Adam([p], lr=0.1)

@@ -289,8 +289,29 @@ class SGD(Optimizer):
                 d = scratch
             else:
                 d = buf
-        xp.multiply(d, self.lr, out=scratch)
-        param.data -= scratch
+        _subtract_scaled(xp, param.data, d, self.lr, scratch)
+
+
+# Elements per block of `_subtract_scaled`: its scratch block stays in L1/L2.
+_UPDATE_BLOCK = 1 << 15
+
+
+def _subtract_scaled(xp: Any, target: Any, source: Any, scale: float, scratch: Any) -> None:
+    """target -= scale * source, in place. On NumPy, block by block so the scaled
+    block is still in cache when it is subtracted (two passes over memory, not three)."""
+    if xp is not np or target.size <= _UPDATE_BLOCK or not (
+        target.flags.c_contiguous and source.flags.c_contiguous
+    ):
+        xp.multiply(source, scale, out=scratch)
+        target -= scratch
+        return
+    flat_target, flat_source = target.reshape(-1), source.reshape(-1)
+    block = scratch.reshape(-1)[:_UPDATE_BLOCK]
+    for start in range(0, target.size, _UPDATE_BLOCK):
+        stop = min(start + _UPDATE_BLOCK, target.size)
+        part = block[: stop - start]
+        np.multiply(flat_source[start:stop], scale, out=part)
+        np.subtract(flat_target[start:stop], part, out=flat_target[start:stop])
 
 
 class AdaGrad(Optimizer):
