@@ -76,3 +76,22 @@ def test_set_num_threads_also_limits_blas(restore_threads):
         blas = [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
         assert blas and all(n == 1 for n in blas)
         assert threads.get_num_threads() == 1
+
+
+def test_a_forked_child_gets_a_pool_of_its_own(restore_threads):
+    """The parent's worker threads do not exist in a forked child: the child's parallel
+    pass must still run (on a new pool), not wait forever on the copied one."""
+    import multiprocessing
+
+    threads.set_num_threads(2, blas=False)
+    threads.parallel_rows(np, 10, lambda a, b: None)  # the parent's pool exists now
+    context = multiprocessing.get_context("fork")
+    with context.Pool(1) as pool:
+        result = pool.apply_async(_split_in_child)
+        assert result.get(timeout=30) == [(0, 5), (5, 10)]
+
+
+def _split_in_child():
+    seen = []
+    threads.parallel_rows(np, 10, lambda a, b: seen.append((a, b)))
+    return sorted(seen)

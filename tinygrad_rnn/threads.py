@@ -65,6 +65,18 @@ def set_num_threads(threads: int, blas: bool = True) -> None:
         threadpool_limits(limits=threads)
 
 
+def _forget_pool_after_fork() -> None:
+    """A forked child has none of the parent's threads: its first parallel pass makes a
+    new pool (the copied one would queue work for threads that do not exist)."""
+    global _lock, _pool, _pool_size
+    _lock = threading.Lock()
+    _pool, _pool_size = None, 0
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool_after_fork)
+
+
 def _workers(count: int) -> ThreadPoolExecutor:
     """The shared pool, grown to `count` workers when asked for more."""
     global _pool, _pool_size
