@@ -37,6 +37,8 @@ class ConditionedModel(RecurrentModel):
         self.init_state = nn.Linear(
             condition_size, spec.hidden_size, dtype=spec.dtype, generator=generator
         )
+        if spec.init == "textbook":  # RecurrentModel's init ran before this layer existed
+            nn.init.textbook_init_(self.init_state, generator)
 
     def initial_state(self, condition: Tensor) -> Any:
         h0 = self.init_state(condition).tanh()  # (N, H)

@@ -12,7 +12,8 @@ from .registry import register
 
 
 class FeedForward(nn.Module):
-    """Flattened window (N, T*D) -> Linear -> tanh -> head. Token ids are embedded first."""
+    """Flattened window (N, T*D) -> Linear -> tanh -> (dropout) -> head. Token ids are
+    embedded first. spec.init and spec.dropout apply as in RecurrentModel."""
 
     def __init__(self, spec: ModelSpec, window: int, generator=None):
         super().__init__()
@@ -26,7 +27,10 @@ class FeedForward(nn.Module):
         self.hidden = nn.Linear(
             window * spec.step_input_size, spec.hidden_size, dtype=spec.dtype, generator=generator
         )
+        self.dropout = nn.Dropout(spec.dropout, generator=generator) if spec.dropout else None
         self.head = Head(spec.hidden_size, spec, generator)
+        if spec.init == "textbook":
+            nn.init.textbook_init_(self, generator)
 
     def forward(self, inputs: Any) -> Tensor:
         x = self.embedding(inputs) if self.embedding is not None else as_values(inputs, self.dtype)
@@ -34,7 +38,10 @@ class FeedForward(nn.Module):
             raise ValueError(
                 f"one-to-one was built for windows of {self.window} steps; got {x.shape[1]}"
             )
-        return self.head(self.hidden(x.reshape(x.shape[0], -1)).tanh())
+        hidden = self.hidden(x.reshape(x.shape[0], -1)).tanh()
+        if self.dropout is not None:  # on the hidden layer, as between recurrent layers
+            hidden = self.dropout(hidden)
+        return self.head(hidden)
 
 
 @register("one-to-one", aliases=("feedforward",))
