@@ -370,3 +370,16 @@ def test_training_loop_with_detach_keeps_the_tape_bounded():
         loss.backward()
         state = state.detach()
     assert set(lengths) == {lengths[0]}
+
+
+def test_tensor_of_an_array_shares_it_and_of_a_tensor_detaches():
+    """As documented on `tr.tensor`: no copy of an array already in place; a Tensor
+    argument gives a leaf over the same data, cut from the graph."""
+    x = tr.tensor([1.0, 2.0], requires_grad=True)
+    doubled = x * 2
+    leaf = tr.tensor(doubled)
+    assert not leaf.requires_grad and leaf.data is doubled.data
+    array = tr.tensor(np.zeros(3, dtype=np.float32)).data  # on the default backend
+    shared = tr.tensor(array)
+    array[0] = 5
+    assert float(shared.data[0]) == 5

@@ -450,6 +450,10 @@ def tensor(data: Any, requires_grad: bool = False, dtype: Any = None, backend: s
 
     NumPy/CuPy arrays keep their dtype (float64 stays float64, int ids stay
     ints); Python scalars and lists become float32 unless `dtype` is given.
+    An array already on the target backend, with the asked dtype, is used as is,
+    not copied (like `torch.from_numpy`): the Tensor and the array share memory.
+    A Tensor argument gives a new leaf over the same data, cut from the graph,
+    as `.detach()` does; pass `.data.copy()` for an independent copy.
     """
     if isinstance(data, Tensor):
         data = data.data
