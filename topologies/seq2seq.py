@@ -35,7 +35,8 @@ class Seq2SeqModel(nn.Module):
 
     peeky: the encoder's final h joins every decoder input and the head's input.
     attention: dot-product attention of each decoder output over all encoder
-    outputs; the context joins the head's input.
+    outputs; the context joins the head's input, as [context, h].
+    spec.init "textbook": embeddings randn/100, weights randn/sqrt(fan_in), zero biases.
     """
 
     def __init__(
@@ -57,6 +58,10 @@ class Seq2SeqModel(nn.Module):
         self.dec_embedding = nn.Embedding(spec.vocab_size, E, dtype=spec.dtype, generator=generator)
         self.decoder = make_recurrent(spec, E + (H if peeky else 0), generator)
         self.head = Head(H * (1 + peeky + attention), spec, generator)
+        if spec.init == "textbook":
+            # As RecurrentModel does; without it the layers keep PyTorch's defaults (N(0, 1)
+            # embeddings, U(+-1/sqrt(H)) recurrent weights and biases), whatever the spec says.
+            nn.init.textbook_init_(self, generator)
 
     def encode(self, questions: Any) -> tuple[Tensor, Any]:
         """(N, Tq) ids -> encoder outputs (N, Tq, H) and the decoder's start state.

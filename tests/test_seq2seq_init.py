@@ -1,0 +1,97 @@
+"""How a seq2seq model is initialised: `ModelSpec.init` is honoured, as in RecurrentModel.
+
+"textbook" is the recipe of "Deep Learning from Scratch 2" (ch. 7-8): embeddings randn/100,
+every matrix randn/sqrt(fan_in), every bias zero. "pytorch" keeps the layers' defaults.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from conftest import shared_data_path, to_host
+
+import tinygrad_rnn as tr
+import topologies
+
+H, E, V = 64, 16, 40
+
+
+def build(init: str, **options):
+    spec = topologies.ModelSpec(
+        cell="lstm",
+        hidden_size=H,
+        vocab_size=V,
+        embedding_size=E,
+        output_size=V,
+        head="probabilities",
+        init=init,
+    )
+    tr.random.manual_seed(0)
+    return topologies.create("seq2seq", **options).build(spec)
+
+
+def std(param) -> float:
+    return float(np.std(to_host(param)))
+
+
+@pytest.mark.parametrize(
+    "options, head_fan_in",
+    [({}, H), ({"attention": True}, 2 * H), ({"peeky": True, "attention": True}, 3 * H)],
+    ids=["plain", "attention", "peeky-attention"],
+)
+def test_textbook_init_scales_every_parameter_as_the_textbook(options, head_fan_in):
+    model = build("textbook", **options)
+    decoder_input = E + (H if options.get("peeky") else 0)
+    expected = {
+        "enc_embedding.weight": 0.01,
+        "dec_embedding.weight": 0.01,
+        "encoder.weight_ih_l0": 1 / math.sqrt(E),
+        "encoder.weight_hh_l0": 1 / math.sqrt(H),
+        "decoder.weight_ih_l0": 1 / math.sqrt(decoder_input),
+        "decoder.weight_hh_l0": 1 / math.sqrt(H),
+        "head.linear.weight": 1 / math.sqrt(head_fan_in),
+    }
+    params = dict(model.named_parameters())
+    for name, scale in expected.items():
+        assert std(params[name]) == pytest.approx(scale, rel=0.1), name
+    for name in (
+        "encoder.bias_ih_l0",
+        "encoder.bias_hh_l0",
+        "decoder.bias_ih_l0",
+        "decoder.bias_hh_l0",
+        "head.linear.bias",
+    ):
+        assert not np.any(to_host(params[name])), name
+
+
+def test_pytorch_init_keeps_the_layer_defaults():
+    params = dict(build("pytorch", attention=True).named_parameters())
+    bound = 1 / math.sqrt(H)
+    assert std(params["enc_embedding.weight"]) == pytest.approx(1.0, rel=0.1)
+    assert np.abs(to_host(params["encoder.weight_hh_l0"])).max() <= bound
+    assert std(params["encoder.weight_hh_l0"]) == pytest.approx(bound / math.sqrt(3), rel=0.1)
+    assert np.any(to_host(params["decoder.bias_ih_l0"]))
+
+
+def test_the_init_is_drawn_from_the_seed():
+    first = [to_host(p) for p in build("textbook", attention=True).parameters()]
+    second = [to_host(p) for p in build("textbook", attention=True).parameters()]
+    for a, b in zip(first, second):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("name", ["date", "addition"])
+def test_the_seq2seq_recipes_build_textbook_initialised_models(name):
+    from tinygrad_rnn.train.recipes import Options, prepare
+
+    prepared = prepare(
+        name, Options(attention=True, data=shared_data_path("seq2seq", f"{name}.txt"))
+    )
+    model = prepared.topology.build(prepared.spec)
+    params = dict(model.named_parameters())
+    assert std(params["enc_embedding.weight"]) == pytest.approx(0.01, rel=0.2)
+    hidden = prepared.spec.hidden_size
+    assert std(params["encoder.weight_hh_l0"]) == pytest.approx(1 / math.sqrt(hidden), rel=0.1)
+    assert not np.any(to_host(params["decoder.bias_hh_l0"]))
