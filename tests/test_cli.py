@@ -58,6 +58,21 @@ def test_train_sine_writes_metrics_checkpoint_and_plots(tmp_path):
     assert len(json.loads(generated.stdout)["continuation"]) == 7
 
 
+
+def test_init_flag_reaches_the_model_and_the_checkpoint(tmp_path):
+    out = tmp_path / "run"
+    result = cli("train", "sine", "--init", "textbook", "--max-steps", "2", "--out", str(out),
+                 "--quiet")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["config"]["spec"]["init"] == "textbook"
+    evaluated = cli("evaluate", str(out))  # rebuilt from the checkpoint alone
+    assert evaluated.returncode == 0, evaluated.stderr
+
+
+def test_bad_init_is_one_clear_line():
+    assert_one_line_error(cli("train", "sine", "--init", "xavier"), "--init", "xavier")
+
 def test_resume_continues_a_run(tmp_path):
     out = tmp_path / "run"
     assert cli("train", "sine", "--max-steps", "3", "--out", str(out), "--quiet").returncode == 0

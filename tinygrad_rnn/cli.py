@@ -20,6 +20,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from .backend import BackendUnavailableError, available_backends, use_backend
 
@@ -54,6 +55,7 @@ def _options(args: argparse.Namespace):
         batch_size=args.batch_size, hidden_size=args.hidden_size, lr=args.lr, seed=args.seed,
         data=args.data, checkpoint_every=args.checkpoint_every, quiet=args.quiet,
         large=args.large, reverse=args.reverse, peeky=args.peeky, attention=args.attention,
+        init=args.init,
     )
 
 
@@ -190,8 +192,16 @@ def _cmd_generate(args: argparse.Namespace) -> int:
                      f"{path} is a {extra['recipe']!r} run")
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad argument is one line (no usage block): `PROG: error: MESSAGE`.
+    `--help` still prints the full usage."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _OneLineParser(
         prog="tinygrad-rnn", description="Train and use recurrent networks (RNN, LSTM, GRU).",
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__,
     )
@@ -224,6 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seq2seq: reverse the input sequence")
     p.add_argument("--peeky", action="store_true", help="seq2seq: peeky decoder")
     p.add_argument("--attention", action="store_true", help="seq2seq: attention decoder")
+    p.add_argument("--init", choices=("textbook", "pytorch"),
+                   help="weight init (default: the recipe's; textbook for ptb, addition, date)")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("evaluate", help="evaluate a run's checkpoint on its test split")

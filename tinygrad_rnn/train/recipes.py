@@ -46,6 +46,7 @@ class Options:
     reverse: bool | None = None
     peeky: bool = False
     attention: bool = False
+    init: str | None = None  # "textbook" or "pytorch"; None: the recipe's own choice
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able copy, stored in checkpoints so a run can be rebuilt."""
@@ -168,6 +169,7 @@ def _sine(opts: Options, rec: Recipe) -> Prepared:
         head="regression",
         input_size=1,
         extra={"window": W},
+        init=_pick(opts.init, "pytorch"),
     )
     config = _config(opts, epochs=40, batch_size=32, lr=3e-3, optimizer="adam", lr_decay=2.0)
 
@@ -236,6 +238,7 @@ def _waves(opts: Options, rec: Recipe) -> Prepared:
         head="probabilities",
         input_size=1,
         extra={"window": T},
+        init=_pick(opts.init, "pytorch"),
     )
     config = _config(opts, epochs=10, batch_size=32, lr=3e-3, optimizer="adam")
 
@@ -271,6 +274,7 @@ def _wavegen(opts: Options, rec: Recipe) -> Prepared:
         head="regression",
         input_size=1,
         extra={"condition_size": params.shape[1]},
+        init=_pick(opts.init, "pytorch"),
     )
     config = _config(opts, epochs=15, batch_size=32, lr=3e-3, optimizer="adam")
     test = (params[n_tr + n_va :], X[n_tr + n_va :])
@@ -322,7 +326,7 @@ def _ptb(opts: Options, rec: Recipe) -> Prepared:
         num_layers=2 if large else 1,
         dropout=0.5 if large else 0.0,
         tie_weights=large,
-        init="pytorch" if large else "textbook",
+        init=_pick(opts.init, "pytorch" if large else "textbook"),
     )
     # Both: SGD lr 20, clip 0.25, lr / 4 whenever validation perplexity stops improving.
     config = _config(
@@ -377,6 +381,7 @@ def _text(opts: Options, rec: Recipe) -> Prepared:
         head="probabilities",
         vocab_size=V,
         embedding_size=64,
+        init=_pick(opts.init, "pytorch"),
     )
     config = _config(
         opts,
@@ -412,13 +417,15 @@ def _seq2seq(
         head="probabilities",
         vocab_size=V,
         embedding_size=16,
-        init="textbook",
+        init=_pick(opts.init, "textbook"),
     )
     config = _config(opts, epochs=epochs, batch_size=128, optimizer="adam", lr=1e-3, clip=5.0)
     topology = _topology(
         rec, opts, peeky=opts.peeky, attention=opts.attention, pass_cell_state=pass_cell_state
     )
     # Validation is a held-out slice of the training split; the test split stays untouched.
+    # The textbook trains on all 45,000 lines; training on them too (1,000 more lines, 7 more
+    # steps an epoch) gave date + attention no gain beyond seed noise, so the signal is kept.
     n_valid = min(1000, len(sets.x_train) // 10)
     train = (sets.x_train[n_valid:], sets.t_train[n_valid:])
     valid = (sets.x_train[:n_valid], sets.t_train[:n_valid])
@@ -469,10 +476,11 @@ def _addition(opts: Options, rec: Recipe) -> Prepared:
     "many-to-many-seq2seq",
 )
 def _date(opts: Options, rec: Recipe) -> Prepared:
-    # The decoder gets only the encoder's h, as in the textbook. Date + attention, test exact
-    # match after 3 epochs, seeds 0 / 1 / 2: with the cell state handed over 99.82 / 99.24 /
-    # 99.90%; with it starting at zero 100 / 99.96 / 99.12% (mean 99.65 vs 99.69: seed noise
-    # dominates; the textbook's choice is kept).
+    # The decoder gets only the encoder's h, as in the textbook. With the textbook's init the
+    # loss sits near 1.0 for the first ~600 steps; date + attention, test exact match after 3
+    # epochs, seeds 0-7: 99.82 / 99.98 / 99.96 / 99.88 / 100 / 99.94 / 97.72 / 99.44%. The
+    # textbook's own recipe does the same (a PyTorch copy of it, seeds 0-3: 100 / 99.96 /
+    # 99.94 / 99.50%): 99.9% by epoch 3 is not reliable.
     return _seq2seq(
         "date", opts, rec, hidden=256, epochs=10, reverse_default=True, pass_cell_state=False
     )
