@@ -112,3 +112,23 @@ def test_cupy_without_a_gpu_exits_with_one_line():
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "--backend cupy" in lines[0]
+
+
+def test_date_reference_runs_and_reports(tmp_path):
+    """benchmarks/date_reference.py (the textbook's date recipe in PyTorch) trains a few
+    steps and writes its figures."""
+    pytest.importorskip("torch")
+    from conftest import shared_data_path
+
+    data = shared_data_path("seq2seq", "date.txt")
+    script = RUN.parent / "date_reference.py"
+    out = tmp_path / "ref.json"
+    done = subprocess.run(
+        [sys.executable, str(script), "--max-steps", "3", "--data", data, "--json", str(out)],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "seed 0 epoch 1: train1k" in done.stdout and "seed 0: test" in done.stdout
+    report = json.loads(out.read_text())
+    assert len(report["history"][0]["losses"]) == 3
+    assert 0.0 <= report["test_accuracy"] <= 1.0
