@@ -82,8 +82,8 @@ def _workers(count: int) -> ThreadPoolExecutor:
     global _pool, _pool_size
     with _lock:
         if _pool is None or _pool_size < count:
-            if _pool is not None:
-                _pool.shutdown(wait=False)
+            # The smaller pool is dropped, not shut down: another thread may still be
+            # handing it work. Its idle workers end once it is garbage.
             _pool = ThreadPoolExecutor(count, thread_name_prefix="tinygrad_rnn")
             _pool_size = count
         return _pool
