@@ -59,6 +59,7 @@ DEFAULT_TIMEOUT_S = 300.0
 TIMEOUT_ENV = "TINYGRAD_RNN_MPI_TIMEOUT"
 _SPIN_S = 5e-3  # poll flat out this long, then yield the core between polls
 _NAP_S = 1e-4
+_ABORT_GRACE_S = 0.5  # seconds between printing why and MPI_Abort
 
 
 # ---- the transport -------------------------------------------------------------------
@@ -131,6 +132,10 @@ class MPICommunicator:
     def abort(self, message: str, code: int = 1) -> NoReturn:
         """Print `message` on stderr and end every rank of the job (MPI_Abort)."""
         print(f"tinygrad-rnn distributed: {message}", file=sys.stderr, flush=True)
+        # The launcher forwards a rank's stderr through its proxy, asynchronously; MPI_Abort
+        # tears the proxies down, and on a loaded machine that lost the message (seen once
+        # in CI: exit 1, empty stderr). A moment's grace lets it through.
+        time.sleep(_ABORT_GRACE_S)
         self.comm.Abort(code)
         os._exit(code)  # MPI_Abort does not return; never carry on past it regardless
 
