@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -169,7 +169,6 @@ def _sine(opts: Options, rec: Recipe) -> Prepared:
         head="regression",
         input_size=1,
         extra={"window": W},
-        init=_pick(opts.init, "pytorch"),
     )
     config = _config(opts, epochs=40, batch_size=32, lr=3e-3, optimizer="adam", lr_decay=2.0)
 
@@ -238,7 +237,6 @@ def _waves(opts: Options, rec: Recipe) -> Prepared:
         head="probabilities",
         input_size=1,
         extra={"window": T},
-        init=_pick(opts.init, "pytorch"),
     )
     config = _config(opts, epochs=10, batch_size=32, lr=3e-3, optimizer="adam")
 
@@ -274,7 +272,6 @@ def _wavegen(opts: Options, rec: Recipe) -> Prepared:
         head="regression",
         input_size=1,
         extra={"condition_size": params.shape[1]},
-        init=_pick(opts.init, "pytorch"),
     )
     config = _config(opts, epochs=15, batch_size=32, lr=3e-3, optimizer="adam")
     test = (params[n_tr + n_va :], X[n_tr + n_va :])
@@ -326,7 +323,7 @@ def _ptb(opts: Options, rec: Recipe) -> Prepared:
         num_layers=2 if large else 1,
         dropout=0.5 if large else 0.0,
         tie_weights=large,
-        init=_pick(opts.init, "pytorch" if large else "textbook"),
+        init="pytorch" if large else "textbook",
     )
     # Both: SGD lr 20, clip 0.25, lr / 4 whenever validation perplexity stops improving.
     config = _config(
@@ -381,7 +378,6 @@ def _text(opts: Options, rec: Recipe) -> Prepared:
         head="probabilities",
         vocab_size=V,
         embedding_size=64,
-        init=_pick(opts.init, "pytorch"),
     )
     config = _config(
         opts,
@@ -417,7 +413,7 @@ def _seq2seq(
         head="probabilities",
         vocab_size=V,
         embedding_size=16,
-        init=_pick(opts.init, "textbook"),
+        init="textbook",
     )
     config = _config(opts, epochs=epochs, batch_size=128, optimizer="adam", lr=1e-3, clip=5.0)
     topology = _topology(
@@ -490,6 +486,8 @@ def prepare(name: str, opts: Options) -> Prepared:
     """Prepare recipe `name` with the user's options."""
     rec = get_recipe(name)
     prepared = rec.build(opts, rec)
+    if opts.init is not None:  # --init overrides whatever the recipe chose
+        prepared.spec = replace(prepared.spec, init=opts.init)
     prepared.extra.update(
         {
             "recipe": name,
