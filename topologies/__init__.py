@@ -18,6 +18,7 @@ from .base import (
     StepOutput,
     Topology,
     TopologyDataError,
+    apply_init,
     as_values,
     detach_state,
     inference,
@@ -38,7 +39,8 @@ from .registry import (
 
 __all__ = [
     "Topology", "TopologyDataError", "ModelSpec", "StepOutput", "Head", "RecurrentModel",
-    "make_recurrent", "detach_state", "as_values", "inference", "targets_like", "CELLS", "HEADS",
+    "make_recurrent", "apply_init", "detach_state", "as_values", "inference", "targets_like",
+    "CELLS", "HEADS",
     "ENTRY_POINT_GROUP", "PluginLoadError", "TopologyNotFoundError",
     "register", "unregister", "get", "create", "available", "rediscover",
 ]  # fmt: skip

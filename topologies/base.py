@@ -40,6 +40,7 @@ __all__ = [
     "Head",
     "RecurrentModel",
     "make_recurrent",
+    "apply_init",
     "detach_state",
     "targets_like",
     "as_values",
@@ -128,6 +129,17 @@ def make_recurrent(spec: ModelSpec, input_size: int | None = None, generator=Non
     )
 
 
+def apply_init(module: nn.Module, spec: ModelSpec, generator=None) -> None:
+    """Give `module`'s parameters the init `spec.init` names, in place.
+
+    "pytorch": the layers' own defaults, left as built. "textbook": embeddings
+    randn/100, weights randn/sqrt(fan_in), zero biases. A model calls this at the
+    end of its constructor, and again on any layer a subclass adds afterwards.
+    """
+    if spec.init == "textbook":
+        nn.init.textbook_init_(module, generator)
+
+
 def refuse_bidirectional(spec: ModelSpec, why: str) -> None:
     """Raise where a state is carried forward in time: a backward direction cannot continue it."""
     if spec.bidirectional:
@@ -198,8 +210,7 @@ class RecurrentModel(nn.Module):
         self.dropout = nn.Dropout(spec.dropout, generator=generator) if spec.dropout else None
         directions = 2 if spec.bidirectional else 1
         self.head = Head(spec.hidden_size * directions, spec, generator)
-        if spec.init == "textbook":
-            nn.init.textbook_init_(self, generator)
+        apply_init(self, spec, generator)
         if spec.tie_weights:
             if self.embedding is None or spec.embedding_size != spec.hidden_size * directions:
                 raise ValueError(

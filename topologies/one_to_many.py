@@ -16,6 +16,7 @@ from .base import (
     RecurrentModel,
     StepOutput,
     Topology,
+    apply_init,
     as_values,
     inference,
     refuse_bidirectional,
@@ -37,8 +38,7 @@ class ConditionedModel(RecurrentModel):
         self.init_state = nn.Linear(
             condition_size, spec.hidden_size, dtype=spec.dtype, generator=generator
         )
-        if spec.init == "textbook":  # RecurrentModel's init ran before this layer existed
-            nn.init.textbook_init_(self.init_state, generator)
+        apply_init(self.init_state, spec, generator)  # RecurrentModel's ran before it existed
 
     def initial_state(self, condition: Tensor) -> Any:
         h0 = self.init_state(condition).tanh()  # (N, H)

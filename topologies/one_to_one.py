@@ -7,7 +7,16 @@ from typing import Any
 from tinygrad_rnn import nn
 from tinygrad_rnn.tensor import Tensor
 
-from .base import Head, ModelSpec, StepOutput, Topology, as_values, inference, targets_like
+from .base import (
+    Head,
+    ModelSpec,
+    StepOutput,
+    Topology,
+    apply_init,
+    as_values,
+    inference,
+    targets_like,
+)
 from .registry import register
 
 
@@ -29,8 +38,7 @@ class FeedForward(nn.Module):
         )
         self.dropout = nn.Dropout(spec.dropout, generator=generator) if spec.dropout else None
         self.head = Head(spec.hidden_size, spec, generator)
-        if spec.init == "textbook":
-            nn.init.textbook_init_(self, generator)
+        apply_init(self, spec, generator)
 
     def forward(self, inputs: Any) -> Tensor:
         x = self.embedding(inputs) if self.embedding is not None else as_values(inputs, self.dtype)

@@ -16,6 +16,7 @@ from .base import (
     ModelSpec,
     StepOutput,
     Topology,
+    apply_init,
     inference,
     make_recurrent,
     refuse_bidirectional,
@@ -58,10 +59,9 @@ class Seq2SeqModel(nn.Module):
         self.dec_embedding = nn.Embedding(spec.vocab_size, E, dtype=spec.dtype, generator=generator)
         self.decoder = make_recurrent(spec, E + (H if peeky else 0), generator)
         self.head = Head(H * (1 + peeky + attention), spec, generator)
-        if spec.init == "textbook":
-            # As RecurrentModel does; without it the layers keep PyTorch's defaults (N(0, 1)
-            # embeddings, U(+-1/sqrt(H)) recurrent weights and biases), whatever the spec says.
-            nn.init.textbook_init_(self, generator)
+        # As RecurrentModel does: without it the layers keep PyTorch's defaults whatever
+        # the spec says (the date and addition recipes ask for the textbook's).
+        apply_init(self, spec, generator)
 
     def encode(self, questions: Any) -> tuple[Tensor, Any]:
         """(N, Tq) ids -> encoder outputs (N, Tq, H) and the decoder's start state.
