@@ -597,6 +597,21 @@ def _uniform_parameter(
     return Parameter(get_backend().asarray(host))
 
 
+def _gate_parameters(
+    cell: CellMath, input_size: int, hidden_size: int, rng: np.random.Generator, dtype: np.dtype
+) -> dict[str, Parameter]:
+    """weight_ih (G*H, D), weight_hh (G*H, H), bias_ih, bias_hh (G*H,), drawn in that order
+    from U(-1/sqrt(H), 1/sqrt(H)) as PyTorch does, for one layer and direction."""
+    GH, bound = cell.gate_count * hidden_size, 1.0 / np.sqrt(hidden_size)
+    shapes = {
+        "weight_ih": (GH, input_size),
+        "weight_hh": (GH, hidden_size),
+        "bias_ih": (GH,),
+        "bias_hh": (GH,),
+    }
+    return {name: _uniform_parameter(shape, bound, rng, dtype) for name, shape in shapes.items()}
+
+
 class _RecurrentLayers(Module):
     """Shared Module for RNN, LSTM and GRU (see their docstrings)."""
 
@@ -625,21 +640,12 @@ class _RecurrentLayers(Module):
         dtype = _float_dtype(owner, dtype)
         rng = default_generator() if generator is None else generator
         dirs = 2 if self.bidirectional else 1
-        GH = self._cell.gate_count * H
-        bound = 1.0 / np.sqrt(H)
         for k in range(self.num_layers):
             layer_input = self.input_size if k == 0 else H * dirs
             for suffix in ("", "_reverse")[:dirs]:
-                shapes = (
-                    ("weight_ih", (GH, layer_input)),
-                    ("weight_hh", (GH, H)),
-                    ("bias_ih", (GH,)),
-                    ("bias_hh", (GH,)),
-                )
-                for name, shape in shapes:
-                    setattr(
-                        self, f"{name}_l{k}{suffix}", _uniform_parameter(shape, bound, rng, dtype)
-                    )
+                params = _gate_parameters(self._cell, layer_input, H, rng, dtype)
+                for name, param in params.items():
+                    setattr(self, f"{name}_l{k}{suffix}", param)
 
     def layer_weights(self) -> list[list[Tensor]]:
         """Per layer, per direction [weight_ih, weight_hh, bias_ih, bias_hh]."""
@@ -749,12 +755,8 @@ class _RecurrentCell(Module):
         self.hidden_size = H = _positive_int(owner, "hidden_size", hidden_size)
         dtype = _float_dtype(owner, dtype)
         rng = default_generator() if generator is None else generator
-        GH = self._cell.gate_count * H
-        bound = 1.0 / np.sqrt(H)
-        self.weight_ih = _uniform_parameter((GH, self.input_size), bound, rng, dtype)
-        self.weight_hh = _uniform_parameter((GH, H), bound, rng, dtype)
-        self.bias_ih = _uniform_parameter((GH,), bound, rng, dtype)
-        self.bias_hh = _uniform_parameter((GH,), bound, rng, dtype)
+        for name, param in _gate_parameters(self._cell, self.input_size, H, rng, dtype).items():
+            setattr(self, name, param)
 
     def forward(self, x: Tensor, state: State | None = None) -> State:
         owner = type(self).__name__
