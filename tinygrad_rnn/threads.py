@@ -18,6 +18,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import numpy as np
+
 __all__ = ["get_num_threads", "set_num_threads", "parallel_rows"]
 
 _lock = threading.Lock()
@@ -97,8 +99,6 @@ def parallel_rows(xp: Any, rows: int, work: Callable[[int, int], None], min_rows
     otherwise `work(0, rows)` runs once, here. `work` must only touch its own
     rows. An exception in any range is raised here after all have finished.
     """
-    import numpy as np
-
     threads = get_num_threads() if xp is np else 1
     parts = max(1, min(threads, rows // max(min_rows, 1)))
     if parts == 1:
