@@ -12,40 +12,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import to_host
-from test_recurrent import group, random_weights, reference_layers, state_parts
+from test_recurrent import assert_fused_matches_reference
 
-import tinygrad_rnn as tr
 from tinygrad_rnn.nn import recurrent
-from tinygrad_rnn.nn.recurrent import recurrent_sequence
 
 pytestmark = pytest.mark.filterwarnings("error::RuntimeWarning")
 
 
 def run_both(kind, layers, dirs, N, T, D, H, lengths, seed=0):
     rng = np.random.default_rng(seed)
-    parts = 2 if kind == "lstm" else 1
-    host = (
-        [rng.standard_normal((N, T, D))]
-        + [rng.standard_normal((layers * dirs, N, H)) for _ in range(parts)]
-        + random_weights(rng, kind, D, H, layers, dirs, scale=1.0)
-    )
-    results = []
-    for runner in (recurrent_sequence, reference_layers):
-        leaves = [tr.tensor(a, requires_grad=True) for a in host]
-        state = tuple(leaves[1 : 1 + parts]) if kind == "lstm" else leaves[1]
-        out, final = runner(kind, leaves[0], group(leaves[1 + parts :], layers), state, lengths)
-        loss = (out * tr.tensor(np.linspace(-1, 1, out.size).reshape(out.shape))).sum()
-        for j, s in enumerate(state_parts(final)):
-            loss = loss + (s * (j + 2.0)).sum()
-        loss.backward()
-        values = [to_host(out)] + [to_host(s) for s in state_parts(final)]
-        results.append((values, [to_host(t.grad) for t in leaves]))
-    (ours, our_grads), (ref, ref_grads) = results
-    for a, b in zip(ours, ref):
-        np.testing.assert_allclose(a, b, rtol=1e-11, atol=1e-12)
-    for a, b in zip(our_grads, ref_grads):
-        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+    assert_fused_matches_reference(rng, kind, layers, dirs, N, T, D, H, lengths)
 
 
 @pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
