@@ -14,8 +14,11 @@ Each implementation of each case runs in a process of its own, so its peak RSS i
 own and torch never shares a process with NumPy's OpenBLAS. The two processes of a
 case stay alive side by side and take turns: the parent asks one, then the other, for
 a repeat (alternating who goes first), so a change in machine load hits both alike.
-Threads: threadpoolctl's `threadpool_limits` for NumPy's BLAS (and any OpenMP pool),
-`torch.set_num_threads` for torch; 2 for every case but sine (1).
+Threads: 2 for every case but sine (1), set as each library documents it:
+`torch.set_num_threads` for torch; `tinygrad_rnn.set_num_threads` for ours, which sizes
+its own pool and puts BLAS on one thread per call (the library splits its big matmuls
+over the pool itself, and gives a time loop's products BLAS's threads for the loop),
+inside threadpoolctl's `threadpool_limits` at the same count for any other pool.
 
 For honest CPU figures, unset OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE in the command
 (`env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/run.py`) where the
@@ -117,8 +120,9 @@ def _use_backend(impl: str, backend: str) -> str:
 
 
 def _pin_threads(impl: str, threads: int) -> None:
-    """The implementation's own thread count, beside threadpoolctl's BLAS limit: torch's
-    intra-op pool, or our row-parallel passes (tinygrad_rnn.threads)."""
+    """The implementation's own thread count, as each documents it: torch's intra-op
+    pool, or ours (tinygrad_rnn.threads: its pool on `threads` threads, which splits the
+    big matmuls itself, with BLAS on one thread per call)."""
     if impl == "torch":
         import torch
 
@@ -126,7 +130,7 @@ def _pin_threads(impl: str, threads: int) -> None:
     else:
         from tinygrad_rnn.threads import set_num_threads
 
-        set_num_threads(threads, blas=False)
+        set_num_threads(threads)
 
 
 def _worker_case(args: argparse.Namespace) -> None:
@@ -488,7 +492,8 @@ def _blas_summary(impl: str, threads_seen: dict[str, Any]) -> list[str]:
                      f"{threads_seen.get('torch_num_threads')}")
     else:
         lines.append("tinygrad_rnn.threads.get_num_threads()="
-                     f"{threads_seen.get('ours_num_threads')} (row-parallel passes)")
+                     f"{threads_seen.get('ours_num_threads')} (its pool: big matmuls split, "
+                     "row-parallel passes; BLAS one thread per call outside time loops)")
     for info in threads_seen.get("threadpool_info", []):
         if impl == "torch" and info.get("internal_api") == "openblas":
             continue  # NumPy's, loaded for the host data only

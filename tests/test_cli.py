@@ -70,6 +70,20 @@ def test_init_flag_reaches_the_model_and_the_checkpoint(tmp_path):
     assert evaluated.returncode == 0, evaluated.stderr
 
 
+def test_threads_flag_sets_the_library_threads_and_metrics_say_so(tmp_path):
+    out = tmp_path / "run"
+    result = cli("train", "sine", "--threads", "1", "--max-steps", "2", "--out", str(out),
+                 "--quiet")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["threads"] == {"library": 1, "blas": 1}
+
+
+@pytest.mark.parametrize("bad", ["0", "-2", "two"])
+def test_bad_threads_is_one_clear_line(bad):
+    assert_one_line_error(cli("train", "sine", "--threads", bad), "--threads", repr(bad))
+
+
 def test_bad_init_is_one_clear_line():
     assert_one_line_error(cli("train", "sine", "--init", "xavier"), "--init", "xavier")
 

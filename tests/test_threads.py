@@ -68,14 +68,124 @@ def test_default_follows_the_thread_variables(monkeypatch):
     assert threads._default_threads() >= 1
 
 
-def test_set_num_threads_also_limits_blas(restore_threads):
+@pytest.mark.parametrize("count", [1, 2, 3])
+def test_set_num_threads_takes_blas_over(count, restore_threads):
+    """The pool gets `count` threads; BLAS one per call (the library splits itself)."""
     from threadpoolctl import threadpool_info, threadpool_limits
 
     with threadpool_limits():  # restores BLAS's own count afterwards
-        threads.set_num_threads(1)
+        threads.set_num_threads(count)
         blas = [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
         assert blas and all(n == 1 for n in blas)
-        assert threads.get_num_threads() == 1
+        assert threads.blas_threads() == 1
+        assert threads.get_num_threads() == count
+        assert threads.owns_blas() == (count > 1)
+
+
+def test_without_blas_the_library_leaves_products_to_blas(restore_threads, monkeypatch):
+    """blas=False with BLAS on several threads: no split (pool x BLAS threads would
+    oversubscribe the cores)."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=2, user_api="blas"):
+        threads.set_num_threads(2, blas=False)
+        assert not threads.owns_blas()
+        split = _record_splits(monkeypatch)
+        a, b = _operands(300, 200, 400, np.float64)
+        np.testing.assert_array_equal(threads.matmul(np, a, b), a @ b)
+        assert split == []
+
+
+def _record_splits(monkeypatch):
+    """The (rows, ...) of each parallel_rows call matmul makes, recorded."""
+    calls = []
+    real = threads.parallel_rows
+
+    def recording(xp, rows, work, min_rows=1):
+        calls.append(rows)
+        real(xp, rows, work, min_rows)
+
+    monkeypatch.setattr(threads, "parallel_rows", recording)
+    return calls
+
+
+def _operands(rows, inner, cols, dtype):
+    rng = np.random.default_rng(rows + cols)
+    return rng.standard_normal((rows, inner)).astype(dtype), rng.standard_normal(
+        (inner, cols)
+    ).astype(dtype)
+
+
+@pytest.mark.parametrize(
+    "rows, inner, cols, split_rows",
+    [(700, 101, 400, 700), (200, 101, 1000, 1000), (1, 700, 30000, 30000)],
+)
+@pytest.mark.parametrize("transposed", [False, True])
+def test_big_products_split_over_the_pool_and_match_one_call(
+    rows, inner, cols, split_rows, transposed, restore_threads, monkeypatch
+):
+    from threadpoolctl import threadpool_limits
+
+    monkeypatch.setattr(threads, "_blas_spinning_until", 0.0)
+    with threadpool_limits():
+        threads.set_num_threads(2)
+        split = _record_splits(monkeypatch)
+        a, b = _operands(rows, inner, cols, np.float64)
+        if transposed:  # strided operands, as the backward passes hand them over
+            a, b = np.asfortranarray(a), np.asfortranarray(b)
+        out = np.full((rows, cols), np.nan)
+        result = threads.matmul(np, a, b, out=out)
+        assert result is out and split == [split_rows]
+        np.testing.assert_allclose(out, a @ b, rtol=1e-12, atol=1e-12)
+
+
+def test_small_products_stay_whole(restore_threads, monkeypatch):
+    from threadpoolctl import threadpool_limits
+
+    monkeypatch.setattr(threads, "_blas_spinning_until", 0.0)
+    with threadpool_limits():
+        threads.set_num_threads(2)
+        split = _record_splits(monkeypatch)
+        a, b = _operands(64, 64, 64, np.float32)
+        np.testing.assert_allclose(threads.matmul(np, a, b), a @ b, rtol=1e-6)
+        assert split == []
+
+
+def test_a_time_loop_gets_blas_threads_and_then_blas_keeps_the_big_products(
+    restore_threads, monkeypatch
+):
+    """A loop of mid-size products runs on BLAS's own threads; right after it, while
+    BLAS's workers still spin, a big product goes to them too instead of the pool; once
+    they sleep, the pool splits it again."""
+    from threadpoolctl import threadpool_limits
+
+    monkeypatch.setattr(threads, "_blas_spinning_until", 0.0)
+    with threadpool_limits():
+        threads.set_num_threads(2)
+        split = _record_splits(monkeypatch)
+        with threads.looped_matmul(np, (512, 145), (145, 128)) as step_matmul:
+            assert threads.blas_threads() == 2
+            assert step_matmul is np.matmul
+        assert threads.blas_threads() == 1
+        a, b = _operands(700, 101, 400, np.float32)
+        threads.matmul(np, a, b)
+        assert split == [] and threads.blas_threads() == 1
+        monkeypatch.setattr(threads, "_blas_spinning_until", 0.0)  # the workers slept
+        threads.matmul(np, a, b)
+        assert split == [700]
+        with threads.looped_matmul(np, (400, 101), (101, 20)) as step_matmul:
+            assert threads.blas_threads() == 1, "a small step product stays on one thread"
+
+
+def test_a_failing_time_loop_still_puts_blas_back_on_one_thread(restore_threads):
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits():
+        threads.set_num_threads(2)
+        with pytest.raises(RuntimeError, match="step failed"):
+            with threads.looped_matmul(np, (512, 145), (145, 128)):
+                raise RuntimeError("step failed")
+        assert threads.blas_threads() == 1
 
 
 def test_a_forked_child_gets_a_pool_of_its_own(restore_threads):

@@ -71,6 +71,26 @@ def _communicator(args: argparse.Namespace):
         raise UsageError(f"--distributed: {err}") from None
 
 
+def _use_threads(count: int | None, ranks: int = 1) -> None:
+    """Compute on `count` CPU threads, the library's own way: its pool, with BLAS on
+    one thread per call. The default shares the CPUs this process may use among the
+    `ranks` processes of a distributed run that run on this machine."""
+    from .threads import get_num_threads, set_num_threads
+
+    set_num_threads(max(1, get_num_threads() // ranks) if count is None else count)
+
+
+def _positive_int(text: str) -> int:
+    """argparse type: an int >= 1, or an error naming the value."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1; got {text!r}")
+    return value
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from . import checkpoint
     from .random import manual_seed
@@ -78,6 +98,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from .train.recipes import Options, get_recipe, prepare
 
     communicator = _communicator(args)
+    _use_threads(args.threads, 1 if communicator is None else communicator.local_size)
     if args.resume:
         run_dir = Path(args.resume)
         path = run_dir / "checkpoint.npz" if run_dir.is_dir() else run_dir
@@ -226,6 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="DIR", help="continue from DIR's latest checkpoint")
     p.add_argument("--checkpoint-every", type=int, metavar="STEPS")
     p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--threads", type=_positive_int, metavar="N",
+                   help="CPU threads (default: all this process may use, or "
+                        "$TINYGRAD_RNN_NUM_THREADS); results differ in rounding by count")
     p.add_argument("--distributed", action="store_true",
                    help="data-parallel over MPI ranks: mpirun -n P tinygrad-rnn train ... "
                         "--distributed (--batch-size is per rank)")

@@ -1,31 +1,41 @@
-"""How many CPU threads the library computes on, and the row-parallel helper that uses them.
+"""How many CPU threads the library computes on, and the helpers that split work over them.
 
 NumPy runs its matmuls on all of BLAS's threads, but every elementwise ufunc
 (an `exp` over a word LM's logits, say) on one. Where such a pass is big and
 splits into independent rows, `parallel_rows` hands row blocks to worker
 threads: NumPy releases the GIL inside its loops, so the blocks run at once.
-One setting, `set_num_threads`, sizes both that pool and BLAS's (through
-threadpoolctl), so a benchmark that pins threads pins all of them.
+
+`set_num_threads(n)` sizes that pool and takes BLAS's threading over: BLAS
+runs one thread per call and `matmul` splits each big product into one row
+(or column) block per pool thread. Why not leave the matmuls to BLAS's own
+threads: after each threaded call OpenBLAS's workers spin-wait (for about a
+tenth of a second) on the cores the pool is about to use, which made a word
+LM's softmax pass, run right after the decoder matmul, two to three times
+slower than alone. With one kind of thread there is nothing to wait against.
 
 Only the NumPy backend is split; a CuPy array is already spread over the GPU.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 
-__all__ = ["get_num_threads", "set_num_threads", "parallel_rows"]
+__all__ = ["get_num_threads", "set_num_threads", "parallel_rows", "matmul", "looped_matmul", "blas_threads", "owns_blas"]
 
 _lock = threading.Lock()
 _num_threads: int | None = None  # None: not chosen yet (see _default_threads)
 _pool: ThreadPoolExecutor | None = None
 _pool_size = 0
+_blas_libraries: list[Any] | None = None  # threadpoolctl's controllers of the loaded BLAS
 
 
 def _default_threads() -> int:
@@ -50,11 +60,18 @@ def get_num_threads() -> int:
 
 
 def set_num_threads(threads: int, blas: bool = True) -> None:
-    """Compute on `threads` CPU threads: the library's row-parallel passes and, with
-    `blas=True`, NumPy's BLAS too (threadpoolctl's limit, process-wide until changed).
+    """Compute on `threads` CPU threads, like `torch.set_num_threads`.
 
-    Like `torch.set_num_threads`; the default is the CPUs this process may use
-    (or `TINYGRAD_RNN_NUM_THREADS` / `OMP_NUM_THREADS` / `OPENBLAS_NUM_THREADS`).
+    The library's own pool gets `threads` workers. With `blas=True` (the default)
+    the library also takes BLAS's threading over: BLAS is limited to one thread
+    per call, process-wide until changed (through threadpoolctl), and `matmul`
+    splits the library's big products over the pool instead. With `blas=False`
+    BLAS keeps its own count, and `matmul` leaves products whole to BLAS while
+    BLAS runs more than one thread (pool and BLAS threads would fight for the cores).
+
+    The default, before any call, is the CPUs this process may use (or
+    `TINYGRAD_RNN_NUM_THREADS` / `OMP_NUM_THREADS` / `OPENBLAS_NUM_THREADS`),
+    with BLAS left as NumPy loaded it.
     """
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise ValueError(f"set_num_threads: threads must be an int >= 1; got {threads!r}")
@@ -62,9 +79,24 @@ def set_num_threads(threads: int, blas: bool = True) -> None:
     with _lock:
         _num_threads = threads
     if blas:
-        from threadpoolctl import threadpool_limits
+        for library in _blas_controllers():
+            library.set_num_threads(1)
 
-        threadpool_limits(limits=threads)
+
+def _blas_controllers() -> list[Any]:
+    """threadpoolctl's handle on each BLAS NumPy loaded (found once; a call through one
+    is a plain C call, well under a microsecond)."""
+    global _blas_libraries
+    if _blas_libraries is None:
+        from threadpoolctl import ThreadpoolController
+
+        _blas_libraries = ThreadpoolController().select(user_api="blas").lib_controllers
+    return _blas_libraries
+
+
+def blas_threads() -> int:
+    """Threads BLAS runs each call on now (1 when no BLAS library is found)."""
+    return max((library.get_num_threads() or 1 for library in _blas_controllers()), default=1)
 
 
 def _forget_pool_after_fork() -> None:
@@ -119,3 +151,82 @@ def parallel_rows(xp: Any, rows: int, work: Callable[[int, int], None], min_rows
             errors.append(error)
     if errors:
         raise errors[0]
+
+
+# Products of at least this many multiply-adds are worth a second core. Below it, one
+# thread: BLAS's own threads would only add a hand-off.
+_THREADED_MACS = 1 << 22
+# A one-off product of at least this many is split over the pool. Waking a pool thread
+# whose core sleeps costs 60-70 us on this kind of VM, so a split must save more than
+# that: at (512, 145) @ (145, 128), 9.5M, one call took 120 us and the split 147 us; at
+# 34M it went from 880 to 560 us.
+_SPLIT_MACS = 1 << 24
+# How long BLAS's workers spin-wait after a threaded call (OpenBLAS: 2^28 cycles, about
+# 0.1 s). While they do, the pool would fight them for the cores, so BLAS keeps the work.
+_BLAS_SPIN_SECONDS = 0.1
+_blas_spinning_until = 0.0
+
+
+def matmul(xp: Any, a: Any, b: Any, out: Any = None) -> Any:
+    """a @ b for 2-D a (M, K) and b (K, N), into `out` (M, N) when given.
+
+    Once `set_num_threads(n)` has taken BLAS over (BLAS on one thread, n > 1), a
+    product of at least `_SPLIT_MACS` multiply-adds is cut along the longer of M
+    and N into one block per pool thread, each block one single-threaded BLAS
+    call writing its own rows (or columns) of `out`. While BLAS's own workers are
+    still spin-waiting from a threaded call (see `looped_matmul`) the product
+    goes to them instead, on n threads. Anything else is one `xp.matmul`. The
+    same thread count and the same sequence of calls give the same bits.
+    """
+    rows, inner = a.shape
+    cols = b.shape[1]
+    if out is None:
+        out = xp.empty((rows, cols), dtype=xp.result_type(a, b))
+    if xp is not np or rows * cols * inner < _THREADED_MACS or not owns_blas():
+        return xp.matmul(a, b, out=out)
+    if time.monotonic() < _blas_spinning_until:
+        with _blas_on_pool_threads():
+            return np.matmul(a, b, out=out)
+    if rows * cols * inner < _SPLIT_MACS:
+        return np.matmul(a, b, out=out)
+    if rows >= cols:
+        parallel_rows(xp, rows, lambda lo, hi: np.matmul(a[lo:hi], b, out=out[lo:hi]))
+    else:
+        parallel_rows(xp, cols, lambda lo, hi: np.matmul(a, b[:, lo:hi], out=out[:, lo:hi]))
+    return out
+
+
+@contextmanager
+def looped_matmul(xp: Any, a_shape: tuple[int, ...], b_shape: tuple[int, ...]) -> Iterator[Any]:
+    """The matmul for a time loop of same-shape products, as a context.
+
+    A step's product is too small to pay for waking a pool thread each step, so
+    products of at least `_THREADED_MACS` get BLAS's own threads for the loop:
+    its workers spin-wait between calls and answer at once. BLAS goes back to one
+    thread after the loop, and `matmul` keeps using its threads while they spin.
+    """
+    macs = math.prod(a_shape) * b_shape[-1]
+    if xp is not np or macs < _THREADED_MACS or not owns_blas():
+        yield xp.matmul
+        return
+    with _blas_on_pool_threads():
+        yield xp.matmul
+
+
+def owns_blas() -> bool:
+    """Whether the library splits work itself: a pool of several threads, BLAS on one."""
+    return get_num_threads() > 1 and blas_threads() == 1
+
+
+@contextmanager
+def _blas_on_pool_threads() -> Iterator[None]:
+    """BLAS on the pool's thread count for a while, then back on one."""
+    global _blas_spinning_until
+    for library in _blas_controllers():
+        library.set_num_threads(get_num_threads())
+    try:
+        yield
+    finally:
+        for library in _blas_controllers():
+            library.set_num_threads(1)
+        _blas_spinning_until = time.monotonic() + _BLAS_SPIN_SECONDS

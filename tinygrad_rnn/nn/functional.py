@@ -15,6 +15,7 @@ import numpy as np
 from ..backend import backend_of, get_array_module, get_backend, scatter_add
 from ..random import default_generator
 from ..tensor import Tensor, check_same_backend, is_grad_enabled, no_grad, record
+from .. import threads
 from ..threads import parallel_rows
 from ..workspace import POOL, recycled_empty
 
@@ -95,10 +96,10 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
         w_aug = ws.empty("w", (H, D + 1), x.dtype)
         w_aug[:, :D] = w
         w_aug[:, D] = bias.data
-        xp.matmul(x_aug, w_aug.T, out=y)
+        threads.matmul(xp, x_aug, w_aug.T, out=y)
         POOL.give_back(ws)
     else:
-        xp.matmul(x2, w.T, out=y)
+        threads.matmul(xp, x2, w.T, out=y)
         if bias is not None:
             y += bias.data
 
@@ -106,18 +107,36 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
         g2 = g.reshape(-1, out_features)  # (M, H)
         gx = gw = gb = None
         if x.requires_grad:
-            gx = xp.matmul(g2, w, out=recycled_empty(xp, x2.shape, g.dtype)).reshape(x.shape)
+            gx = threads.matmul(xp, g2, w, out=recycled_empty(xp, x2.shape, g.dtype))
+            gx = gx.reshape(x.shape)
         if weight.requires_grad:
-            gw = xp.matmul(g2.T, x2, out=recycled_empty(xp, w.shape, g.dtype))
+            gw = threads.matmul(xp, g2.T, x2, out=recycled_empty(xp, w.shape, g.dtype))
         if bias is None:
             return gx, gw
         if bias.requires_grad:
-            # Float32: a matrix-vector product, which BLAS runs on all its threads.
-            gb = g2.sum(axis=0) if g.dtype.itemsize > 4 else xp.ones(g2.shape[0], g.dtype) @ g2
+            gb = _column_sums(xp, g2)
         return gx, gw, gb
 
     inputs = (x, weight) if bias is None else (x, weight, bias)
     return record("linear", inputs, y.reshape(*lead, out_features), backward)
+
+
+def _column_sums(xp: Any, g2: Any) -> Any:
+    """g2.sum(axis=0). Float32 as ones @ g2, a matrix-vector product, faster than the
+    ufunc's reduction; a wide one in column blocks over the library's threads."""
+    if g2.dtype.itemsize > 4:
+        return g2.sum(axis=0)
+    ones = xp.ones(g2.shape[0], g2.dtype)
+    if xp is not np or not threads.owns_blas():
+        return ones @ g2
+    sums = np.empty(g2.shape[1], g2.dtype)
+    parallel_rows(
+        xp,
+        g2.shape[1],
+        lambda lo, hi: np.matmul(ones, g2[:, lo:hi], out=sums[lo:hi]),
+        min_rows=max(1, _PARALLEL_ELEMENTS // g2.shape[0]),
+    )
+    return sums
 
 
 def _folds_bias(rows: int, in_features: int, out_features: int) -> bool:

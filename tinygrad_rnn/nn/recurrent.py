@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import ops
+from .. import ops, threads
 from ..backend import get_array_module, get_backend
 from ..random import default_generator
 from ..tensor import Tensor, check_same_backend, record
@@ -256,7 +256,10 @@ def fused_layer(
         inputs[:, D] = 1
         inputs = inputs.reshape(dirs, D + 1, T * N)
         pre_x = ws.empty("pre_x", (dirs, GH, T * N), dtype)
-        xp.matmul(w_input, inputs, out=pre_x)  # all steps, one matmul
+        if dirs == 1:  # all steps, one matmul
+            threads.matmul(xp, w_input[0], inputs[0], out=pre_x[0])
+        else:
+            xp.matmul(w_input, inputs, out=pre_x)
         pre_x = pre_x.reshape(dirs, GH, T, N)
         pre_x_steps = pre_x[0].swapaxes(0, 1) if dirs == 1 else pre_x.transpose(2, 0, 1, 3)
 
@@ -277,13 +280,14 @@ def fused_layer(
     )
     w_step = w_hidden[0] if dirs == 1 else w_hidden
     keep = None if padding is None else _by_step(padding.keep)
-    matmul, copyto = xp.matmul, xp.copyto
-    for s, (stacked_s, projection_s) in enumerate(operands):
-        matmul(w_step, stacked_s, out=projection_s)
-        step(s)
-        if keep is not None:  # padded steps carry the state through unchanged
-            for st in states:
-                copyto(st[s + 1], st[s], where=keep[s])
+    copyto = xp.copyto
+    with threads.looped_matmul(xp, w_step.shape, operands[0][0].shape) as step_matmul:
+        for s, (stacked_s, projection_s) in enumerate(operands):
+            step_matmul(w_step, stacked_s, out=projection_s)
+            step(s)
+            if keep is not None:  # padded steps carry the state through unchanged
+                for st in states:
+                    copyto(st[s + 1], st[s], where=keep[s])
 
     out = xp.empty((N, T, dirs * H), dtype=dtype)  # handed out: never pooled
     # (T, H, N) -> (N, T, H) in two moves, each with a contiguous side: per-step
@@ -347,24 +351,25 @@ def fused_layer(
         # Chunks of steps from the last, each small enough to stay in cache between
         # computing its factors and running its steps.
         chunk = max(1, _CHUNK_BYTES // (dirs * GH * N * dtype.itemsize))
-        for stop in range(T, 0, -chunk):
-            steps = slice(max(stop - chunk, 0), stop)
-            factors = cell.backward_factors(xp, ws, buffers, states, step_valid, steps)
-            if step_back is None:
-                step_back = ws.memo(
-                    ("backward_step", valid is None, rows_last),
-                    lambda factors=factors: cell.backward_step(
-                        xp, ws, factors, d_extra, d_pre_x_steps, d_pre_h_steps
-                    ),
-                )
-            for s in reversed(range(steps.start, stop)):
-                if d_out is not None:
-                    dh += d_out[s]
-                direct = step_back(s, dh)
-                matmul(w_back, d_pre_h_steps[s], out=spare)
-                if direct is not None:
-                    spare += direct
-                dh, spare = spare, dh
+        with threads.looped_matmul(xp, w_back.shape, d_pre_h_steps[0].shape) as back_matmul:
+            for stop in range(T, 0, -chunk):
+                steps = slice(max(stop - chunk, 0), stop)
+                factors = cell.backward_factors(xp, ws, buffers, states, step_valid, steps)
+                if step_back is None:
+                    step_back = ws.memo(
+                        ("backward_step", valid is None, rows_last),
+                        lambda factors=factors: cell.backward_step(
+                            xp, ws, factors, d_extra, d_pre_x_steps, d_pre_h_steps
+                        ),
+                    )
+                for s in reversed(range(steps.start, stop)):
+                    if d_out is not None:
+                        dh += d_out[s]
+                    direct = step_back(s, dh)
+                    back_matmul(w_back, d_pre_h_steps[s], out=spare)
+                    if direct is not None:
+                        spare += direct
+                    dh, spare = spare, dh
 
         # All steps at once: weight, bias and input gradients, one matmul each.
         weight_grads = []
@@ -384,11 +389,12 @@ def fused_layer(
             entering = ws.empty("entering", (T, N, K), dtype)
             entering[...] = stacked[d, :T].swapaxes(1, 2)
             entering = entering.reshape(T * N, K)
-            d_hidden = matmul(dz_h, entering, out=ws.empty("d_hidden", (GH, K), dtype))
+            d_hidden = threads.matmul(xp, dz_h, entering, out=ws.empty("d_hidden", (GH, K), dtype))
             if folds_input:
                 d_input, w_x = d_hidden[:, H:], w_hidden[d, :, H : H + D]
             else:
-                d_input = matmul(dz_x, inputs[d].T, out=ws.empty("d_input", (GH, D + 1), dtype))
+                d_input = ws.empty("d_input", (GH, D + 1), dtype)
+                threads.matmul(xp, dz_x, inputs[d].T, out=d_input)
                 w_x = w_input[d, :, :D]
             weight_grads += [
                 _pytorch_rows(xp, cell, d_input[:, :D]),
@@ -398,7 +404,7 @@ def fused_layer(
             ]
             if x.requires_grad:
                 # As (T*N, D) rows: BLAS is faster with the long side as rows.
-                part = matmul(dz_x.T, w_x, out=ws.empty("dx_part", (T * N, D), dtype))
+                part = threads.matmul(xp, dz_x.T, w_x, out=ws.empty("dx_part", (T * N, D), dtype))
                 part = part.reshape(T, N, D)
                 part = part if d == 0 else part[::-1]
                 if dx_steps is None:

@@ -89,6 +89,10 @@ class MPICommunicator:
         self.comm = MPI.COMM_WORLD if comm is None else comm
         self.rank: int = self.comm.Get_rank()
         self.size: int = self.comm.Get_size()
+        # Ranks sharing this machine (its memory): they share its CPUs too.
+        local = self.comm.Split_type(MPI.COMM_TYPE_SHARED)
+        self.local_size: int = local.Get_size()
+        local.Free()
         if timeout is None:
             timeout = float(os.environ.get(TIMEOUT_ENV, DEFAULT_TIMEOUT_S))
         if not timeout > 0:

@@ -38,6 +38,7 @@ from ..data import DataLoader, StatefulBatcher, check_not_shuffled
 from ..nn import clip_grad_norm
 from ..random import get_rng_state, set_rng_state
 from ..tensor import Tensor, no_grad
+from ..threads import blas_threads, get_num_threads
 from . import distributed
 from .progress import Progress
 
@@ -531,6 +532,8 @@ class Trainer:
             "history": self.history,
             "test": test if test is not None else previous.get("test", {}),
             "throughput": self.throughput,
+            # Float32 sums round differently on another thread count: say which ran.
+            "threads": {"library": get_num_threads(), "blas": blas_threads()},
             "steps": self.step,
             "step_losses": self.step_losses,
         }
