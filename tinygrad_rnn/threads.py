@@ -23,13 +23,16 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 
-__all__ = ["get_num_threads", "set_num_threads", "parallel_rows", "matmul", "looped_matmul", "blas_threads", "owns_blas"]
+__all__ = [
+    "get_num_threads", "set_num_threads", "parallel_rows", "matmul", "looped_matmul",
+    "blas_threads", "owns_blas",
+]
 
 _lock = threading.Lock()
 _num_threads: int | None = None  # None: not chosen yet (see _default_threads)

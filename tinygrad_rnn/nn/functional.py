@@ -12,10 +12,10 @@ from typing import Any
 
 import numpy as np
 
+from .. import threads
 from ..backend import backend_of, get_array_module, get_backend, scatter_add
 from ..random import default_generator
 from ..tensor import Tensor, check_same_backend, is_grad_enabled, no_grad, record
-from .. import threads
 from ..threads import parallel_rows
 from ..workspace import POOL, recycled_empty
 
