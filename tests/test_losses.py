@@ -163,6 +163,118 @@ def test_cross_entropy_reports_bad_targets():
         F.softmax_cross_entropy(x, np.array([0.0, 1.0]))
 
 
+# ---- linear_cross_entropy -----------------------------------------------------
+def _head_case(seed, rows, features, vocab, ignore_fraction=0.2):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((rows, features))
+    weight = rng.standard_normal((vocab, features)) * 0.5
+    bias = rng.standard_normal(vocab)
+    targets = rng.integers(0, vocab, rows)
+    targets[rng.random(rows) < ignore_fraction] = -1
+    return x, weight, bias, targets
+
+
+def _head_grads(op, x, weight, bias, targets, scale=3.0, dtype=np.float32):
+    """loss and the gradients of (scale * loss) for x, weight and bias (or None)."""
+    tx = tr.tensor(x.astype(dtype), requires_grad=True)
+    tw = tr.tensor(weight.astype(dtype), requires_grad=True)
+    tb = None if bias is None else tr.tensor(bias.astype(dtype), requires_grad=True)
+    loss = op(tx, tw, tb, targets)
+    (loss * scale).backward()
+    grads = [host(tx.grad), host(tw.grad), None if tb is None else host(tb.grad)]
+    return loss, grads
+
+
+def _composed(x, weight, bias, targets):
+    return F.softmax_cross_entropy(F.linear(x, weight, bias), targets)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_linear_cross_entropy_matches_linear_then_cross_entropy(threads, with_bias, monkeypatch):
+    """The fused float32 path (base-2 logits, exp2, bias added in cache, rows split over
+    the threads with their own BLAS calls) against the two ops in float64; huge rows
+    (redone shifted), ignored rows and an upstream gradient of 3 included."""
+    from threadpoolctl import threadpool_limits
+
+    from tinygrad_rnn import threads as tr_threads
+
+    monkeypatch.setattr(tr_threads, "_blas_spinning_until", 0.0)
+    ranges = []
+
+    def recording(xp, rows, work, min_rows=1):
+        tr_threads.parallel_rows(xp, rows, lambda a, b: (ranges.append((rows, a, b)), work(a, b)),
+                                 min_rows)  # fmt: skip
+
+    monkeypatch.setattr(F, "parallel_rows", recording)
+    x, weight, bias, targets = _head_case(1, 192, 20, 3000)
+    x = x.reshape(4, 48, 20)  # leading axes, as a model's (N, T, H) features
+    targets = targets.reshape(4, 48)
+    x[1, 5] *= 300  # float32 exp overflows without the shift
+    x[2, 7] *= -300
+    bias = bias if with_bias else None
+    before = tr_threads.get_num_threads()
+    with threadpool_limits():
+        tr_threads.set_num_threads(threads)
+        try:
+            loss, grads = _head_grads(F.linear_cross_entropy, x, weight, bias, targets)
+        finally:
+            tr_threads.set_num_threads(before, blas=False)
+    assert [entry.op for entry in loss.tape()] == ["linear_cross_entropy"]  # fused
+    forward = sorted((a, b) for rows, a, b in ranges if rows == 192)  # the softmax rows
+    assert forward == ([(0, 96), (96, 192)] if threads == 2 else [(0, 192)])
+    ref_loss, ref_grads = _head_grads(_composed, x, weight, bias, targets, dtype=np.float64)
+    assert loss.dtype == np.float32
+    np.testing.assert_allclose(loss.item(), ref_loss.item(), rtol=2e-5)
+    for got, want in zip(grads, ref_grads):
+        if want is None:
+            assert got is None
+            continue
+        assert got.dtype == np.float32 and got.shape == want.shape
+        np.testing.assert_allclose(got, want, rtol=2e-3, atol=2e-5 * np.abs(want).max())
+
+
+def test_linear_cross_entropy_is_one_tape_entry_in_float32_and_two_ops_otherwise():
+    x, weight, bias, targets = _head_case(2, 8, 3, 5, ignore_fraction=0)
+    fused = F.linear_cross_entropy(
+        tr.tensor(x.astype(np.float32), requires_grad=True),
+        tr.tensor(weight.astype(np.float32), requires_grad=True), None, targets,
+    )  # fmt: skip
+    assert [entry.op for entry in fused.tape()] == ["linear_cross_entropy"]
+    composed = F.linear_cross_entropy(
+        tr.tensor(x, requires_grad=True), tr.tensor(weight, requires_grad=True),
+        tr.tensor(bias), targets,
+    )  # float64, the checking dtype: the two ops, exactly  # fmt: skip
+    assert [entry.op for entry in composed.tape()] == ["linear", "softmax_cross_entropy"]
+    with tr.no_grad():  # no backward to come: nothing to fuse for
+        plain = F.linear_cross_entropy(
+            tr.tensor(x.astype(np.float32)), tr.tensor(weight.astype(np.float32)), None, targets
+        )
+    np.testing.assert_allclose(plain.item(), fused.item(), rtol=1e-6)
+
+
+def test_linear_cross_entropy_gradients_match_finite_differences():
+    x, weight, bias, targets = _head_case(3, 6, 4, 7)
+    gradcheck(
+        lambda a, w, b: F.linear_cross_entropy(a, w, b, targets),
+        [tr.tensor(x, requires_grad=True), tr.tensor(weight, requires_grad=True),
+         tr.tensor(bias, requires_grad=True)],
+    )  # fmt: skip
+
+
+def test_linear_cross_entropy_names_bad_arguments():
+    x = tr.tensor(np.zeros((2, 3), np.float32), requires_grad=True)
+    weight = tr.tensor(np.zeros((4, 3), np.float32), requires_grad=True)
+    with pytest.raises(IndexError, match="linear_cross_entropy: target 4 .*4 classes"):
+        F.linear_cross_entropy(x, weight, None, np.array([0, 4]))
+    with pytest.raises(ValueError, match=r"targets shape \(3,\).*\(2,\)"):
+        F.linear_cross_entropy(x, weight, None, np.array([0, 1, 2]))
+    with pytest.raises(ValueError, match=r"in_features=3; got input shape \(2, 5\)"):
+        F.linear_cross_entropy(tr.tensor(np.zeros((2, 5), np.float32)), weight, None, [0, 1])
+    with pytest.raises(ValueError, match=r"bias shape \(3,\) must be \(out_features,\)"):
+        F.linear_cross_entropy(x, weight, tr.tensor(np.zeros(3, np.float32)), [0, 1])
+
+
 # ---- mse_loss -----------------------------------------------------------------
 @settings(deadline=None, max_examples=10)
 @given(shape=st.lists(st.integers(1, 3), min_size=0, max_size=3))

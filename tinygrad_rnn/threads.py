@@ -31,7 +31,7 @@ import numpy as np
 
 __all__ = [
     "get_num_threads", "set_num_threads", "parallel_rows", "matmul", "looped_matmul",
-    "blas_threads", "owns_blas",
+    "blas_threads", "owns_blas", "splits_matmuls",
 ]
 
 _lock = threading.Lock()
@@ -187,7 +187,7 @@ def matmul(xp: Any, a: Any, b: Any, out: Any = None) -> Any:
         out = xp.empty((rows, cols), dtype=xp.result_type(a, b))
     if xp is not np or rows * cols * inner < _THREADED_MACS or not owns_blas():
         return xp.matmul(a, b, out=out)
-    if time.monotonic() < _blas_spinning_until:
+    if not splits_matmuls():  # BLAS's workers still spin: give them the product
         with _blas_on_pool_threads():
             return np.matmul(a, b, out=out)
     if rows * cols * inner < _SPLIT_MACS:
@@ -214,6 +214,13 @@ def looped_matmul(xp: Any, a_shape: tuple[int, ...], b_shape: tuple[int, ...]) -
         return
     with _blas_on_pool_threads():
         yield xp.matmul
+
+
+def splits_matmuls() -> bool:
+    """Whether `matmul` would split a big product over the pool now (NumPy): the library
+    owns BLAS and no BLAS worker is still spin-waiting. Code that runs its own single
+    BLAS calls on the pool's threads asks this first."""
+    return owns_blas() and time.monotonic() >= _blas_spinning_until
 
 
 def owns_blas() -> bool:

@@ -112,7 +112,9 @@ class StepOutput(NamedTuple):
     loss: Tensor  # scalar, averaged over the scored items
     state: Any  # the state to carry (stateful) or None
     count: int  # scored items (tokens, samples): for weighted averages and throughput
-    outputs: Tensor | None = None  # head outputs of the scored steps, for metrics
+    # Head outputs of the scored steps, for metrics; None where the loss never built them
+    # (a word LM training in float32: its head and loss run as one fused op).
+    outputs: Tensor | None = None
 
 
 def make_recurrent(spec: ModelSpec, input_size: int | None = None, generator=None) -> nn.Module:
@@ -182,6 +184,18 @@ class Head(nn.Module):
         if self.kind == "regression":
             return F.mse_loss(outputs, targets)
         return F.softmax_cross_entropy(outputs, targets)
+
+    def features_loss(self, h: Tensor, targets: Any) -> tuple[Tensor, Tensor | None]:
+        """(loss, outputs) straight from features: `loss(self(h), targets)`, except that a
+        probabilities head whose loss will be backwarded in float32 on NumPy runs as one
+        fused op (`F.linear_cross_entropy`: a word LM's (N*T, V) logits are never built),
+        and then outputs is None."""
+        lin = self.linear
+        if self.kind == "probabilities" and F.fuses_linear_cross_entropy(h, lin.weight, lin.bias):
+            ids = targets_like(targets, h)
+            return F.linear_cross_entropy(h, lin.weight, lin.bias, ids), None
+        outputs = self(h)
+        return self.loss(outputs, targets_like(targets, outputs)), outputs
 
     def predict(self, outputs: Tensor) -> Any:
         """Values (regression) or class probabilities (probabilities), raw arrays."""

@@ -17,7 +17,6 @@ from .base import (
     Topology,
     inference,
     refuse_bidirectional,
-    targets_like,
 )
 from .registry import register
 
@@ -55,8 +54,8 @@ class Synced(Topology):
         self, model: RecurrentModel, inputs: Any, targets: Any, state: Any = None
     ) -> StepOutput:
         out, state = model.features(inputs, state)
-        outputs = model.head(out)  # (N, T, V) or (N, T, F)
-        loss = model.head.loss(outputs, targets_like(targets, outputs))
+        # outputs (N, T, V) or (N, T, F); None when a word LM's head and loss run fused
+        loss, outputs = model.head.features_loss(out, targets)
         # A stateless tagger's batches are independent windows (the last one may be
         # smaller): its final state is nothing to carry, in training or evaluation.
         carried = state if self.stateful else None

@@ -26,6 +26,8 @@ __all__ = [
     "dropout_mask",
     "mse_loss",
     "softmax_cross_entropy",
+    "linear_cross_entropy",
+    "fuses_linear_cross_entropy",
     "cross_entropy",
     "perplexity",
     "accuracy",
@@ -63,22 +65,10 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     x (..., D), weight (H, D), bias (H,) or None -> y (..., H). The leading
     axes are flattened to M rows so forward and backward are single matmuls.
     """
-    if not isinstance(x, Tensor):
-        x = _as_tensor(x, weight, "linear")
-    check_same_backend("linear", x.data, weight.data)
-    out_features, in_features = weight.shape
-    if x.ndim < 1 or x.shape[-1] != in_features:
-        raise ValueError(
-            f"linear: input's last axis must be in_features={in_features}; got input shape "
-            f"{x.shape}"
-        )
-    if x.dtype != weight.dtype:
-        raise TypeError(
-            f"linear: input dtype {x.dtype} does not match weight dtype {weight.dtype}; "
-            f"cast the input with .astype({str(weight.dtype)!r})"
-        )
+    x = _linear_input(x, weight, "linear")
     xp = get_array_module(x.data)
     lead = x.shape[:-1]
+    out_features, in_features = weight.shape
     x2 = x.data.reshape(-1, in_features)  # (M, D)
     w = weight.data  # (H, D)
     M, D, H = x2.shape[0], in_features, out_features
@@ -104,21 +94,46 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
             y += bias.data
 
     def backward(g):
-        g2 = g.reshape(-1, out_features)  # (M, H)
-        gx = gw = gb = None
-        if x.requires_grad:
-            gx = threads.matmul(xp, g2, w, out=recycled_empty(xp, x2.shape, g.dtype))
-            gx = gx.reshape(x.shape)
-        if weight.requires_grad:
-            gw = threads.matmul(xp, g2.T, x2, out=recycled_empty(xp, w.shape, g.dtype))
-        if bias is None:
-            return gx, gw
-        if bias.requires_grad:
-            gb = _column_sums(xp, g2)
-        return gx, gw, gb
+        return _linear_grads(xp, g.reshape(-1, out_features), x, x2, weight, bias)
 
     inputs = (x, weight) if bias is None else (x, weight, bias)
     return record("linear", inputs, y.reshape(*lead, out_features), backward)
+
+
+def _linear_input(x: Any, weight: Tensor, op: str) -> Tensor:
+    """x as a Tensor that `weight` (out_features, in_features) can multiply, or a
+    clear error naming what does not fit."""
+    if not isinstance(x, Tensor):
+        x = _as_tensor(x, weight, op)
+    check_same_backend(op, x.data, weight.data)
+    in_features = weight.shape[1]
+    if x.ndim < 1 or x.shape[-1] != in_features:
+        raise ValueError(
+            f"{op}: input's last axis must be in_features={in_features}; got input shape "
+            f"{x.shape}"
+        )
+    if x.dtype != weight.dtype:
+        raise TypeError(
+            f"{op}: input dtype {x.dtype} does not match weight dtype {weight.dtype}; "
+            f"cast the input with .astype({str(weight.dtype)!r})"
+        )
+    return x
+
+
+def _linear_grads(xp: Any, g2: Any, x: Tensor, x2: Any, weight: Tensor, bias: Tensor | None):
+    """Gradients of y = x @ W.T + b from g2 = dL/dy as (M, H) rows: (gx, gW[, gb]),
+    None where an input needs none."""
+    gx = gw = gb = None
+    if x.requires_grad:
+        gx = threads.matmul(xp, g2, weight.data, out=recycled_empty(xp, x2.shape, g2.dtype))
+        gx = gx.reshape(x.shape)
+    if weight.requires_grad:
+        gw = threads.matmul(xp, g2.T, x2, out=recycled_empty(xp, weight.shape, g2.dtype))
+    if bias is None:
+        return gx, gw
+    if bias.requires_grad:
+        gb = _column_sums(xp, g2)
+    return gx, gw, gb
 
 
 def _column_sums(xp: Any, g2: Any) -> Any:
@@ -272,72 +287,209 @@ def softmax_cross_entropy(logits: Tensor, targets: Any, ignore_index: int = -1) 
     if logits.dtype.kind != "f":
         raise TypeError(f"softmax_cross_entropy: logits must be floating; got {logits.dtype}")
     xp = get_array_module(logits.data)
-    targets = _integer_ids(targets, logits, "softmax_cross_entropy", "targets")
-    if tuple(targets.shape) != logits.shape[:-1]:
-        raise ValueError(
-            f"softmax_cross_entropy: targets shape {tuple(targets.shape)} must equal logits "
-            f"shape without its last axis, {logits.shape[:-1]}"
-        )
     vocab = logits.shape[-1]
     z = logits.data.reshape(-1, vocab)  # (M, V)
-    t = targets.reshape(-1)  # (M,)
-    rows = z.shape[0]
-
-    valid = t != ignore_index
-    count = int(valid.sum())
-    all_count = count == rows
-    if not all_count:
-        t = xp.where(valid, t, 0)  # any class works for an ignored row: it is masked out
-    bad = _first_out_of_range(xp, t, 0, vocab)
-    if bad is not None:
-        raise IndexError(
-            f"softmax_cross_entropy: target {bad} is out of range for {vocab} classes "
-            f"(expected 0 <= target < {vocab}, or ignore_index={ignore_index})"
-        )
-
+    targets = _class_targets(xp, targets, logits, logits.shape, "softmax_cross_entropy",
+                             ignore_index)  # fmt: skip
+    normalise = is_grad_enabled() and logits.requires_grad
     # The buffer is owned by this op, then handed out as the logits' gradient. When a
     # backward will follow, the forward already leaves softmax / count in it (valid rows),
     # scaling each block of rows while it is in cache: backward then only subtracts at
     # the targets, with no pass of its own over (M, V).
-    exps = recycled_empty(xp, z.shape, z.dtype)  # (M, V)
-    exp_sum = xp.empty(rows, dtype=z.dtype)  # (M,) row sums of the (shifted) exps
-    shift = xp.zeros(rows, dtype=z.dtype)  # (M,) what each row was shifted by
-    normalise = is_grad_enabled() and logits.requires_grad
-    row_weight = valid.astype(z.dtype) / max(count, 1) if normalise else None  # (M,)
-    # Rows per block: a block of exps stays in a core's L2 between its passes.
-    block = rows if xp is not np else max(1, _BLOCK_BYTES // (vocab * z.dtype.itemsize))
+    soft = _SoftmaxRows(xp, z.shape, z.dtype, targets, normalise)
 
     def exponentiate(start: int, stop: int) -> None:
-        for a in range(start, stop, block):
-            _softmax_block(
-                xp,
-                z[a : a + block],
-                exps[a : a + block],
-                exp_sum[a : a + block],
-                shift[a : a + block],
-                None if row_weight is None else row_weight[a : a + block],
-            )
+        soft.rows(start, stop, lambda a, b: z[a:b])
 
-    parallel_rows(xp, rows, exponentiate, min_rows=max(1, _PARALLEL_ELEMENTS // vocab))
-    if z.dtype.itemsize <= 4:
-        _redo_shifted(xp, z, exps, exp_sum, shift, row_weight)
-    picked = xp.take_along_axis(z, t[:, None], axis=1)[:, 0]  # (M,)
-    row_loss = xp.log(exp_sum) - picked + shift  # (M,)
-    if not all_count:
-        row_loss *= valid
-    loss = row_loss.sum() / max(count, 1)
+    parallel_rows(xp, soft.count_rows, exponentiate, min_rows=soft.min_rows)
+    picked = xp.take_along_axis(z, targets.ids[:, None], axis=1)[:, 0]  # (M,)
+    loss = soft.finish(lambda rows: z[rows], picked)
 
     def backward(g):
-        coef = g / max(count, 1)  # 0-d: d loss / d row_loss for a counted row
-        if xp is not np or float(g) != 1.0:  # the forward scaled for g == 1
-            xp.multiply(exps, g, out=exps)
-        index = xp.arange(rows) if all_count else xp.flatnonzero(valid)
-        exps[index, t[index]] -= coef  # rows are distinct, so no repeated index
+        exps = soft.gradient(g)
         # Returned as is when no reshape is needed: a view would be copied for a leaf.
         return (exps if exps.shape == logits.shape else exps.reshape(logits.shape),)
 
-    loss = xp.asarray(loss, dtype=logits.dtype)
     return record("softmax_cross_entropy", (logits,), loss, backward)
+
+
+def linear_cross_entropy(
+    x: Tensor, weight: Tensor, bias: Tensor | None, targets: Any, ignore_index: int = -1
+) -> Tensor:
+    """softmax_cross_entropy(linear(x, weight, bias), targets, ignore_index), as one op.
+
+    For a classifier head whose logits only the loss needs, such as a word LM's
+    decoder: the same value and gradients, but on NumPy in float32 with a
+    backward to come, the (M, V) logits never exist on their own. Each thread
+    computes its rows' logits and turns them into softmax while they are still
+    in its cache, in the one buffer that backward then hands to the two
+    gradient matmuls. The logits come out of the matmul in base-2 units (x is
+    scaled by log2 e, a few thousand multiplies), so `exp2`, about twice as fast
+    as `exp` here, does the exponentials, and the bias is added in cache rather
+    than folded into a copied weight. Anywhere else it is the two ops composed.
+    """
+    x = _linear_input(x, weight, "linear_cross_entropy")
+    if not fuses_linear_cross_entropy(x, weight, bias):
+        return softmax_cross_entropy(linear(x, weight, bias), targets, ignore_index)
+    xp, dtype = np, x.dtype
+    vocab, features = weight.shape
+    if bias is not None and tuple(bias.shape) != (vocab,):
+        raise ValueError(
+            f"linear_cross_entropy: bias shape {tuple(bias.shape)} must be (out_features,) = "
+            f"({vocab},)"
+        )
+    x2 = x.data.reshape(-1, features)  # (M, D)
+    w, b = weight.data, None if bias is None else bias.data
+    targets = _class_targets(xp, targets, x, (*x.shape[:-1], vocab), "linear_cross_entropy",
+                             ignore_index)  # fmt: skip
+    soft = _SoftmaxRows(xp, (x2.shape[0], vocab), dtype, targets, normalise=True)
+    x_base2 = x2 * dtype.type(_LOG2_E)  # (M, D): logits in base-2 units
+    b_base2 = None if b is None else b * dtype.type(_LOG2_E)
+
+    def logits_base2(a: int, stop: int) -> Any:
+        block = soft.exps[a:stop]
+        if b_base2 is not None:
+            block += b_base2
+        return block
+
+    if threads.splits_matmuls():  # each thread: its rows' matmul, then their softmax
+        def exponentiate(start: int, stop: int) -> None:
+            np.matmul(x_base2[start:stop], w.T, out=soft.exps[start:stop])  # one BLAS call
+            soft.rows(start, stop, logits_base2, base2=True)
+    else:  # BLAS's own threads do the matmul whole
+        threads.matmul(xp, x_base2, w.T, out=soft.exps)
+
+        def exponentiate(start: int, stop: int) -> None:
+            soft.rows(start, stop, logits_base2, base2=True)
+
+    parallel_rows(xp, soft.count_rows, exponentiate, min_rows=soft.min_rows)
+
+    def natural_logits(rows: Any) -> Any:  # only for the few rows redone shifted
+        z = x2[rows] @ w.T
+        return z if b is None else z + b
+
+    ids = targets.ids
+    picked = np.einsum("ij,ij->i", x2, w[ids])  # (M,): the target's logit, natural units
+    if b is not None:
+        picked += b[ids]
+    loss = soft.finish(natural_logits, picked)
+
+    def backward(g):
+        return _linear_grads(xp, soft.gradient(g), x, x2, weight, bias)
+
+    inputs = (x, weight) if bias is None else (x, weight, bias)
+    return record("linear_cross_entropy", inputs, loss, backward)
+
+
+_LOG2_E = 1.4426950408889634  # log2(e): e**z == 2**(z * log2(e))
+
+
+def fuses_linear_cross_entropy(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> bool:
+    """Whether `linear_cross_entropy(x, weight, bias, ...)` runs as the fused op, whose
+    logits never exist: NumPy, float32, and a backward to come (grad enabled and an input
+    that needs it). Otherwise it is `linear` then `softmax_cross_entropy`."""
+    needs_grad = is_grad_enabled() and (
+        x.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)
+    )
+    return needs_grad and get_array_module(x.data) is np and x.dtype == np.float32
+
+
+class _Targets:
+    """Class ids checked against V, flattened to (M,), and which of them count."""
+
+    def __init__(self, ids: Any, valid: Any, count: int):
+        self.ids, self.valid, self.count = ids, valid, count
+        self.all_count = count == ids.shape[0]
+
+
+def _class_targets(
+    xp: Any, targets: Any, like: Tensor, logits_shape: tuple[int, ...], op: str, ignore_index: int
+) -> _Targets:
+    """`targets` for logits of shape (..., V) on `like`'s backend, or a clear error
+    naming the bad shape or id."""
+    ids = _integer_ids(targets, like, op, "targets")
+    if tuple(ids.shape) != tuple(logits_shape[:-1]):
+        raise ValueError(
+            f"{op}: targets shape {tuple(ids.shape)} must equal logits shape without its last "
+            f"axis, {tuple(logits_shape[:-1])}"
+        )
+    vocab = logits_shape[-1]
+    t = ids.reshape(-1)  # (M,)
+    valid = t != ignore_index
+    count = int(valid.sum())
+    if count != t.shape[0]:
+        t = xp.where(valid, t, 0)  # any class works for an ignored row: it is masked out
+    bad = _first_out_of_range(xp, t, 0, vocab)
+    if bad is not None:
+        raise IndexError(
+            f"{op}: target {bad} is out of range for {vocab} classes "
+            f"(expected 0 <= target < {vocab}, or ignore_index={ignore_index})"
+        )
+    return _Targets(t, valid, count)
+
+
+class _SoftmaxRows:
+    """The (M, V) buffer of a softmax cross-entropy and what its rows need.
+
+    `rows` fills a range of rows block by block (exp, row sums and, when a
+    backward will follow, the scale to softmax * row weight); `finish` mends the
+    rows that overflowed and returns the mean loss; `gradient` turns the buffer
+    into the logits' gradient.
+    """
+
+    def __init__(self, xp: Any, shape: tuple[int, int], dtype: Any, targets: _Targets,
+                 normalise: bool):  # fmt: skip
+        rows, vocab = shape
+        self.xp, self.targets, self.count_rows = xp, targets, rows
+        self.exps = recycled_empty(xp, shape, dtype)  # (M, V)
+        self.exp_sum = xp.empty(rows, dtype=dtype)  # (M,) row sums of the (shifted) exps
+        self.shift = xp.zeros(rows, dtype=dtype)  # (M,) what each row was shifted by
+        weight = targets.valid.astype(dtype) / max(targets.count, 1) if normalise else None
+        self.row_weight = weight  # (M,): the row's weight in the mean loss
+        # Rows per block: a block of exps stays in a core's L2 between its passes.
+        row_bytes = vocab * np.dtype(dtype).itemsize
+        self.block = rows if xp is not np else max(1, _BLOCK_BYTES // row_bytes)
+        self.min_rows = max(1, _PARALLEL_ELEMENTS // vocab)
+
+    def rows(self, start: int, stop: int, logits_of, base2: bool = False) -> None:
+        """Fill rows [start, stop); `logits_of(a, b)` gives rows a..b of the logits
+        (base-2 units with `base2`), possibly as a view into the buffer itself."""
+        weight = self.row_weight
+        for a in range(start, stop, self.block):
+            b = min(a + self.block, stop)
+            _softmax_block(
+                self.xp,
+                logits_of(a, b),
+                self.exps[a:b],
+                self.exp_sum[a:b],
+                self.shift[a:b],
+                None if weight is None else weight[a:b],
+                base2,
+            )
+
+    def finish(self, natural_logits, picked: Any) -> Any:
+        """The mean loss (0-d array), once every row is filled. `natural_logits(rows)`
+        gives those rows' logits for the few redone with a shift; `picked` (M,) is each
+        row's target logit."""
+        xp, targets = self.xp, self.targets
+        if self.exps.dtype.itemsize <= 4:
+            _redo_shifted(xp, natural_logits, self.exps, self.exp_sum, self.shift,
+                          self.row_weight)  # fmt: skip
+        row_loss = xp.log(self.exp_sum) - picked + self.shift  # (M,)
+        if not targets.all_count:
+            row_loss *= targets.valid
+        loss = row_loss.sum() / max(targets.count, 1)
+        return xp.asarray(loss, dtype=self.exps.dtype)
+
+    def gradient(self, g: Any) -> Any:
+        """The buffer, turned into d loss / d logits for an upstream gradient g."""
+        xp, targets, exps = self.xp, self.targets, self.exps
+        coef = g / max(targets.count, 1)  # 0-d: d loss / d row_loss for a counted row
+        if xp is not np or float(g) != 1.0:  # the forward scaled for g == 1
+            xp.multiply(exps, g, out=exps)
+        index = xp.arange(self.count_rows) if targets.all_count else xp.flatnonzero(targets.valid)
+        exps[index, targets.ids[index]] -= coef  # rows are distinct, so no repeated index
+        return exps
 
 
 # A block of exponentiated logits small enough to stay in one core's L2 (2 MiB or more).
@@ -346,20 +498,23 @@ _BLOCK_BYTES = 512 * 1024
 _PARALLEL_ELEMENTS = 1 << 18
 
 
-def _softmax_block(xp, z, exps, exp_sum, shift, row_weight) -> None:
-    """One block of rows of softmax_cross_entropy's forward, in place.
+def _softmax_block(xp, z, exps, exp_sum, shift, row_weight, base2: bool = False) -> None:
+    """One block of rows of a softmax cross-entropy's forward, in place (z may be exps).
 
-    exps = exp(z - shift) and exp_sum its row sums; with row_weight (the row's
-    weight in the mean loss, 0 for ignored rows) exps becomes softmax * row_weight.
-    Float32 skips the max pass (shift stays 0): `_redo_shifted` then mends the rows
-    that overflowed or underflowed. Float64, the checking dtype, is always shifted,
-    exact even for tiny losses.
+    exps = exp(z - shift) and exp_sum its row sums (with `base2`, z is in base-2
+    units and exps = 2**z); with row_weight (the row's weight in the mean loss,
+    0 for ignored rows) exps becomes softmax * row_weight. Float32 skips the max
+    pass (shift stays 0): `_redo_shifted` then mends the rows that overflowed or
+    underflowed. Float64, the checking dtype, is always shifted, exact even for
+    tiny losses.
     """
     with np.errstate(over="ignore", under="ignore", invalid="ignore", divide="ignore"):
         if z.dtype.itemsize > 4:
             shift[...] = z.max(axis=1)
             xp.subtract(z, shift[:, None], out=exps)
             xp.exp(exps, out=exps)
+        elif base2:
+            xp.exp2(z, out=exps)
         else:
             xp.exp(z, out=exps)
         if xp is np:  # one unrolled pass per row, no temporary: faster than ndarray.sum
@@ -370,18 +525,21 @@ def _softmax_block(xp, z, exps, exp_sum, shift, row_weight) -> None:
             exps *= (row_weight / exp_sum)[:, None]
 
 
-def _redo_shifted(xp, z, exps, exp_sum, shift, row_weight) -> None:
-    """Redo, shifted by their max, the rows whose unshifted exps overflowed or underflowed.
+def _redo_shifted(xp, natural_logits, exps, exp_sum, shift, row_weight) -> None:
+    """Redo, shifted by their max, the rows whose unshifted exps overflowed or underflowed;
+    `natural_logits(rows)` gives those rows' logits.
 
     Without the max pass the loss carries an absolute error of about one ulp of the
     logits, as the shifted form does, as long as the row sum is finite and not tiny.
     """
-    bad = ~(xp.isfinite(exp_sum) & (exp_sum >= float(np.finfo(z.dtype).tiny) * z.shape[1]))
+    tiny = float(np.finfo(exps.dtype).tiny) * exps.shape[1]
+    bad = ~(xp.isfinite(exp_sum) & (exp_sum >= tiny))
     if not bool(bad.any()):
         return
     redo = xp.flatnonzero(bad)
-    shift[redo] = z[redo].max(axis=1)
-    rows = xp.exp(z[redo] - shift[redo, None])
+    z = natural_logits(redo)
+    shift[redo] = z.max(axis=1)
+    rows = xp.exp(z - shift[redo, None])
     exp_sum[redo] = rows.sum(axis=1)
     if row_weight is not None:
         rows *= (row_weight[redo] / exp_sum[redo])[:, None]
