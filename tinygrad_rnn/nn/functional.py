@@ -120,35 +120,47 @@ def _linear_input(x: Any, weight: Tensor, op: str) -> Tensor:
     return x
 
 
-def _linear_grads(xp: Any, g2: Any, x: Tensor, x2: Any, weight: Tensor, bias: Tensor | None):
-    """Gradients of y = x @ W.T + b from g2 = dL/dy as (M, H) rows: (gx, gW[, gb]),
-    None where an input needs none."""
+def _linear_grads(
+    xp: Any,
+    g2: Any,
+    x: Tensor,
+    x2: Any,
+    weight: Tensor,
+    bias: Tensor | None,
+    row_scale: Any = None,
+):
+    """Gradients of y = x @ W.T + b from dL/dy as (M, H) rows: (gx, gW[, gb]), None
+    where an input needs none. dL/dy is g2, or row_scale[:, None] * g2 when a row scale
+    (M,) is given: it is then applied to the (M, D) operands and results, never to g2."""
     gx = gw = gb = None
     if x.requires_grad:
         gx = threads.matmul(xp, g2, weight.data, out=recycled_empty(xp, x2.shape, g2.dtype))
+        if row_scale is not None:
+            gx *= row_scale[:, None]
         gx = gx.reshape(x.shape)
     if weight.requires_grad:
-        gw = threads.matmul(xp, g2.T, x2, out=recycled_empty(xp, weight.shape, g2.dtype))
+        scaled_x = x2 if row_scale is None else x2 * row_scale[:, None]
+        gw = threads.matmul(xp, g2.T, scaled_x, out=recycled_empty(xp, weight.shape, g2.dtype))
     if bias is None:
         return gx, gw
     if bias.requires_grad:
-        gb = _column_sums(xp, g2)
+        gb = _column_sums(xp, g2, row_scale)
     return gx, gw, gb
 
 
-def _column_sums(xp: Any, g2: Any) -> Any:
-    """g2.sum(axis=0). Float32 as ones @ g2, a matrix-vector product, faster than the
-    ufunc's reduction; a wide one in column blocks over the library's threads."""
-    if g2.dtype.itemsize > 4:
+def _column_sums(xp: Any, g2: Any, row_weight: Any = None) -> Any:
+    """g2.sum(axis=0), or row_weight @ g2. Float32 as a matrix-vector product, faster than
+    the ufunc's reduction; a wide one in column blocks over the library's threads."""
+    if g2.dtype.itemsize > 4 and row_weight is None:
         return g2.sum(axis=0)
-    ones = xp.ones(g2.shape[0], g2.dtype)
+    weights = xp.ones(g2.shape[0], g2.dtype) if row_weight is None else row_weight
     if xp is not np or not threads.owns_blas():
-        return ones @ g2
+        return weights @ g2
     sums = np.empty(g2.shape[1], g2.dtype)
     parallel_rows(
         xp,
         g2.shape[1],
-        lambda lo, hi: np.matmul(ones, g2[:, lo:hi], out=sums[lo:hi]),
+        lambda lo, hi: np.matmul(weights, g2[:, lo:hi], out=sums[lo:hi]),
         min_rows=max(1, _PARALLEL_ELEMENTS // g2.shape[0]),
     )
     return sums
@@ -321,12 +333,14 @@ def linear_cross_entropy(
     For a classifier head whose logits only the loss needs, such as a word LM's
     decoder: the same value and gradients, but on NumPy in float32 with a
     backward to come, the (M, V) logits never exist on their own. Each thread
-    computes its rows' logits and turns them into softmax while they are still
-    in its cache, in the one buffer that backward then hands to the two
-    gradient matmuls. The logits come out of the matmul in base-2 units (x is
-    scaled by log2 e, a few thousand multiplies), so `exp2`, about twice as fast
-    as `exp` here, does the exponentials, and the bias is added in cache rather
-    than folded into a copied weight. Anywhere else it is the two ops composed.
+    computes its rows' logits and exponentiates them, and sums each row, while
+    they are still in its cache, in the one buffer that backward then hands to
+    the two gradient matmuls. The logits come out of the matmul in base-2 units
+    (x is scaled by log2 e, a few thousand multiplies), so `exp2`, about twice
+    as fast as `exp` here, does the exponentials; the bias is added in cache
+    rather than folded into a copied weight. The buffer is never scaled to the
+    softmax: each row's 1 / sum goes into the (M, D) operands of the backward
+    matmuls instead. Anywhere else it is the two ops composed.
     """
     x = _linear_input(x, weight, "linear_cross_entropy")
     if not fuses_linear_cross_entropy(x, weight, bias):
@@ -342,7 +356,9 @@ def linear_cross_entropy(
     w, b = weight.data, None if bias is None else bias.data
     targets = _class_targets(xp, targets, x, (*x.shape[:-1], vocab), "linear_cross_entropy",
                              ignore_index)  # fmt: skip
-    soft = _SoftmaxRows(xp, (x2.shape[0], vocab), dtype, targets, normalise=True)
+    # Plain exps, not scaled to softmax: backward folds each row's scale into the (M, D)
+    # operands of its matmuls instead of a pass over (M, V).
+    soft = _SoftmaxRows(xp, (x2.shape[0], vocab), dtype, targets, normalise=False)
     x_base2 = x2 * dtype.type(_LOG2_E)  # (M, D): logits in base-2 units
     b_base2 = None if b is None else b * dtype.type(_LOG2_E)
 
@@ -375,7 +391,8 @@ def linear_cross_entropy(
     loss = soft.finish(natural_logits, picked)
 
     def backward(g):
-        return _linear_grads(xp, soft.gradient(g), x, x2, weight, bias)
+        exps, row_scale = soft.unscaled_gradient(g)
+        return _linear_grads(xp, exps, x, x2, weight, bias, row_scale)
 
     inputs = (x, weight) if bias is None else (x, weight, bias)
     return record("linear_cross_entropy", inputs, loss, backward)
@@ -480,6 +497,16 @@ class _SoftmaxRows:
             row_loss *= targets.valid
         loss = row_loss.sum() / max(targets.count, 1)
         return xp.asarray(loss, dtype=self.exps.dtype)
+
+    def unscaled_gradient(self, g: Any) -> tuple[Any, Any]:
+        """(buffer, row_scale) with d loss / d logits = row_scale[:, None] * buffer, for a
+        forward that left the plain exps (normalise=False): the buffer only loses each
+        counted row's exp sum at its target, and row_scale is g * weight / exp sum."""
+        xp, targets, exps = self.xp, self.targets, self.exps
+        index = xp.arange(self.count_rows) if targets.all_count else xp.flatnonzero(targets.valid)
+        exps[index, targets.ids[index]] -= self.exp_sum[index]
+        weight = targets.valid.astype(exps.dtype) * (g / max(targets.count, 1))
+        return exps, (weight / self.exp_sum).astype(exps.dtype)
 
     def gradient(self, g: Any) -> Any:
         """The buffer, turned into d loss / d logits for an upstream gradient g."""
