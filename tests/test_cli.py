@@ -59,23 +59,22 @@ def test_train_sine_writes_metrics_checkpoint_and_plots(tmp_path):
 
 
 
-def test_init_flag_reaches_the_model_and_the_checkpoint(tmp_path):
-    out = tmp_path / "run"
-    result = cli("train", "sine", "--init", "textbook", "--max-steps", "2", "--out", str(out),
-                 "--quiet")  # fmt: skip
+def short_sine_run(out: Path, *flags: str) -> dict:
+    """`train sine FLAGS` for 2 steps into `out`; its metrics.json."""
+    result = cli("train", "sine", *flags, "--max-steps", "2", "--out", str(out), "--quiet")
     assert result.returncode == 0, result.stderr
-    metrics = json.loads((out / "metrics.json").read_text())
+    return json.loads((out / "metrics.json").read_text())
+
+
+def test_init_flag_reaches_the_model_and_the_checkpoint(tmp_path):
+    metrics = short_sine_run(tmp_path / "run", "--init", "textbook")
     assert metrics["config"]["spec"]["init"] == "textbook"
-    evaluated = cli("evaluate", str(out))  # rebuilt from the checkpoint alone
+    evaluated = cli("evaluate", str(tmp_path / "run"))  # rebuilt from the checkpoint alone
     assert evaluated.returncode == 0, evaluated.stderr
 
 
 def test_threads_flag_sets_the_library_threads_and_metrics_say_so(tmp_path):
-    out = tmp_path / "run"
-    result = cli("train", "sine", "--threads", "1", "--max-steps", "2", "--out", str(out),
-                 "--quiet")  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    metrics = json.loads((out / "metrics.json").read_text())
+    metrics = short_sine_run(tmp_path / "run", "--threads", "1")
     assert metrics["threads"] == {"library": 1, "blas": 1}
 
 
