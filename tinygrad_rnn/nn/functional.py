@@ -368,7 +368,7 @@ def linear_cross_entropy(
             block += b_base2
         return block
 
-    if threads.splits_matmuls():  # each thread: its rows' matmul, then their softmax
+    if threads.splits_matmuls():  # each thread: its rows' matmul, then their exps
         def exponentiate(start: int, stop: int) -> None:
             np.matmul(x_base2[start:stop], w.T, out=soft.exps[start:stop])  # one BLAS call
             soft.rows(start, stop, logits_base2, base2=True)
@@ -535,15 +535,16 @@ def _softmax_block(xp, z, exps, exp_sum, shift, row_weight, base2: bool = False)
     underflowed. Float64, the checking dtype, is always shifted, exact even for
     tiny losses.
     """
+    # The shift is in the logits' units, which `finish` takes as natural: base-2 logits
+    # (float32 only, the fused head) are never shifted here.
+    assert not (base2 and z.dtype.itemsize > 4), "base-2 logits are a float32 path"
     with np.errstate(over="ignore", under="ignore", invalid="ignore", divide="ignore"):
         if z.dtype.itemsize > 4:
             shift[...] = z.max(axis=1)
             xp.subtract(z, shift[:, None], out=exps)
             xp.exp(exps, out=exps)
-        elif base2:
-            xp.exp2(z, out=exps)
         else:
-            xp.exp(z, out=exps)
+            (xp.exp2 if base2 else xp.exp)(z, out=exps)
         if xp is np:  # one unrolled pass per row, no temporary: faster than ndarray.sum
             np.einsum("ij->i", exps, out=exp_sum)
         else:
