@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from . import threads
 from .backend import get_array_module, scatter_add
 from .tensor import Tensor, as_array, check_same_backend, record
 
@@ -162,12 +163,22 @@ def matmul(a: Any, b: Any) -> Tensor:
             g2 = xp.expand_dims(g2, -2)
         ga = gb = None
         if a.requires_grad:
-            ga = _unbroadcast(xp, g2 @ xp.swapaxes(b2, -1, -2), a2.shape).reshape(a.shape)
+            ga = _unbroadcast(xp, _product(xp, g2, xp.swapaxes(b2, -1, -2)), a2.shape)
+            ga = ga.reshape(a.shape)
         if b.requires_grad:
-            gb = _unbroadcast(xp, xp.swapaxes(a2, -1, -2) @ g2, b2.shape).reshape(b.shape)
+            gb = _unbroadcast(xp, _product(xp, xp.swapaxes(a2, -1, -2), g2), b2.shape)
+            gb = gb.reshape(b.shape)
         return ga, gb
 
-    return record("matmul", (a, b), a_data @ b_data, backward)
+    return record("matmul", (a, b), _product(xp, a_data, b_data), backward)
+
+
+def _product(xp: Any, x: Any, y: Any) -> Any:
+    """x @ y; two matrices go through `threads.matmul` (split over the library's
+    threads when big, see `tr.set_num_threads`)."""
+    if x.ndim == 2 and y.ndim == 2:
+        return threads.matmul(xp, x, y)
+    return x @ y
 
 
 # ---- reductions ----------------------------------------------------------------

@@ -256,10 +256,8 @@ def fused_layer(
         inputs[:, D] = 1
         inputs = inputs.reshape(dirs, D + 1, T * N)
         pre_x = ws.empty("pre_x", (dirs, GH, T * N), dtype)
-        if dirs == 1:  # all steps, one matmul
-            threads.matmul(xp, w_input[0], inputs[0], out=pre_x[0])
-        else:
-            xp.matmul(w_input, inputs, out=pre_x)
+        for d in range(dirs):  # all steps, one matmul per direction
+            threads.matmul(xp, w_input[d], inputs[d], out=pre_x[d])
         pre_x = pre_x.reshape(dirs, GH, T, N)
         pre_x_steps = pre_x[0].swapaxes(0, 1) if dirs == 1 else pre_x.transpose(2, 0, 1, 3)
 
