@@ -563,3 +563,36 @@ def test_float64_data_meets_a_float32_model_and_the_reverse():
             out.loss.backward()
             values, _ = topology.predict(model, X.astype(other))
             assert values.dtype == np.dtype(dtype)
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_synced_float32_training_loss_is_the_fused_head_with_the_same_gradients(tied):
+    """A word LM training in float32 runs its head and loss as one linear_cross_entropy op
+    (no logits tensor: outputs is None); its loss and every parameter's gradient, tied
+    embedding included, match the head and the loss run as two ops."""
+    from tinygrad_rnn.backend import default_backend
+
+    if default_backend() != "numpy":
+        pytest.skip("the fused head is the NumPy float32 path")
+    spec = ModelSpec(cell="lstm", hidden_size=16, vocab_size=50, output_size=50,
+                     embedding_size=16, head="probabilities", tie_weights=tied)  # fmt: skip
+    topology = topologies.create("many-to-many-synced")
+    model = topology.build(spec)
+    ids = np.random.default_rng(5).integers(0, 50, (4, 9))
+    inputs, targets = ids[:, :-1], ids[:, 1:]
+
+    out = topology.loss(model, inputs, targets)
+    assert out.outputs is None
+    assert "linear_cross_entropy" in [entry.op for entry in out.loss.tape()]
+    out.loss.backward()
+    fused = {name: to_host(tr.Tensor(p.grad)) for name, p in model.named_parameters()}
+    model.zero_grad()
+
+    features, _ = model.features(inputs)
+    logits = model.head(features)
+    loss = model.head.loss(logits, topologies.targets_like(targets, logits))
+    loss.backward()
+    np.testing.assert_allclose(out.loss.item(), loss.item(), rtol=1e-6)
+    for name, p in model.named_parameters():
+        np.testing.assert_allclose(fused[name], to_host(tr.Tensor(p.grad)), rtol=1e-4,
+                                   atol=1e-6, err_msg=name)  # fmt: skip
