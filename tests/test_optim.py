@@ -103,10 +103,22 @@ def test_a_parameter_listed_twice_is_updated_once():
 
 
 
-@pytest.mark.parametrize("shape", [(300, 200), (70001,), (5, 13107)])
-def test_sgd_update_of_a_big_parameter_is_exact(shape):
+@pytest.fixture(params=[1, 2], ids=["1-thread", "2-threads"])
+def library_threads(request):
+    """The library's pool at 1 and at 2 threads (BLAS left as it is), restored after."""
+    from tinygrad_rnn import threads
+
+    before = threads.get_num_threads()
+    threads.set_num_threads(request.param, blas=False)
+    yield request.param
+    threads.set_num_threads(before, blas=False)
+
+
+@pytest.mark.parametrize("shape", [(300, 200), (70001,), (5, 13107), (1000, 301)])
+def test_sgd_update_of_a_big_parameter_is_exact(shape, library_threads):
     """Parameters over one update block (32K elements, the tail block included) are
-    updated block by block; the result must be p - lr * g exactly, in float32."""
+    updated block by block, a big one (over 8 blocks) split over the threads; the result
+    must be p - lr * g exactly, in float32."""
     rng = np.random.default_rng(0)
     start = rng.standard_normal(shape).astype(np.float32)
     grad = rng.standard_normal(shape).astype(np.float32)
@@ -230,6 +242,23 @@ def test_clip_grad_norm_matches_torch(max_norm, scale, seed):
             # torch always multiplies by min(1, max_norm / (norm + 1e-6)); we skip it when
             # norm <= max_norm, which differs from torch by at most a factor 1 - 1e-6/norm.
             np.testing.assert_allclose(host(p.grad), tp.grad.numpy(), rtol=1e-5)
+
+
+@pytest.mark.parametrize("size", [1000, 300_001])
+def test_clip_grad_norm_of_big_float32_gradients(size, library_threads):
+    """A big float32 gradient's norm and scaling run in blocks over the threads: the norm
+    agrees with float64's, the scaling is exact in float32."""
+    rng = np.random.default_rng(size)
+    grads = [rng.standard_normal(n).astype(np.float32) for n in (size, 7)]
+    params = [tr.tensor(np.zeros_like(g), requires_grad=True) for g in grads]
+    for p, g in zip(params, grads):
+        p.grad = tr.tensor(g.copy()).data
+    norm = nn.clip_grad_norm(params, 1.0)
+    exact = math.sqrt(sum(float(np.dot(g.astype(np.float64), g.astype(np.float64))) for g in grads))
+    assert norm == pytest.approx(exact, rel=1e-5)
+    scale = np.float32(1.0 / (norm + 1e-6))
+    for p, g in zip(params, grads):
+        np.testing.assert_array_equal(to_host(tr.Tensor(p.grad)), g * scale)
 
 
 def test_clip_grad_norm_leaves_small_gradients_alone_and_counts_ties_once():

@@ -25,6 +25,7 @@ import numpy as np
 
 from .backend import get_array_module, get_backend
 from .tensor import Tensor
+from .threads import parallel_rows
 
 __all__ = ["Optimizer", "SGD", "AdaGrad", "Adagrad", "RMSprop", "Adam"]
 
@@ -298,20 +299,26 @@ _UPDATE_BLOCK = 1 << 15
 
 def _subtract_scaled(xp: Any, target: Any, source: Any, scale: float, scratch: Any) -> None:
     """target -= scale * source, in place. On NumPy, block by block so the scaled
-    block is still in cache when it is subtracted (two passes over memory, not three)."""
+    block is still in cache when it is subtracted (two passes over memory, not three),
+    a large parameter's blocks spread over the library's threads."""
     if xp is not np or target.size <= _UPDATE_BLOCK or not (
-        target.flags.c_contiguous and source.flags.c_contiguous
+        target.flags.c_contiguous and source.flags.c_contiguous and scratch.flags.c_contiguous
     ):
         xp.multiply(source, scale, out=scratch)
         target -= scratch
         return
     flat_target, flat_source = target.reshape(-1), source.reshape(-1)
-    block = scratch.reshape(-1)[:_UPDATE_BLOCK]
-    for start in range(0, target.size, _UPDATE_BLOCK):
-        stop = min(start + _UPDATE_BLOCK, target.size)
-        part = block[: stop - start]
-        np.multiply(flat_source[start:stop], scale, out=part)
-        np.subtract(flat_target[start:stop], part, out=flat_target[start:stop])
+    flat_scratch = scratch.reshape(-1)
+
+    def update(lo: int, hi: int) -> None:
+        # Each range scales into its own stretch of scratch, at the start of its elements.
+        for start in range(lo, hi, _UPDATE_BLOCK):
+            stop = min(start + _UPDATE_BLOCK, hi)
+            part = flat_scratch[lo : lo + stop - start]
+            np.multiply(flat_source[start:stop], scale, out=part)
+            np.subtract(flat_target[start:stop], part, out=flat_target[start:stop])
+
+    parallel_rows(xp, target.size, update, min_rows=8 * _UPDATE_BLOCK)
 
 
 class AdaGrad(Optimizer):
