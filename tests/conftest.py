@@ -98,12 +98,3 @@ def shared_data_path(*parts: str) -> str:
             f"data not found at {path} (TINYGRAD_RNN_DATA={os.environ['TINYGRAD_RNN_DATA']})"
         )
     return path
-
-
-@pytest.fixture(autouse=True)
-def _blas_workers_asleep(monkeypatch):
-    """Each test starts outside the window in which BLAS's workers still spin after a
-    time loop (tinygrad_rnn.threads), so whether work is split never hangs on timing."""
-    from tinygrad_rnn import threads
-
-    monkeypatch.setattr(threads, "_blas_spinning_until", 0.0)

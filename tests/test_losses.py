@@ -201,7 +201,6 @@ def test_linear_cross_entropy_matches_linear_then_cross_entropy(threads, with_bi
 
     from tinygrad_rnn import threads as tr_threads
 
-    monkeypatch.setattr(tr_threads, "_blas_spinning_until", 0.0)
     ranges = []
 
     def recording(xp, rows, work, min_rows=1):

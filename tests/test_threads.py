@@ -126,7 +126,6 @@ def test_big_products_split_over_the_pool_and_match_one_call(
 ):
     from threadpoolctl import threadpool_limits
 
-    monkeypatch.setattr(threads, "_blas_spinning_until", 0.0)
     with threadpool_limits():
         threads.set_num_threads(2)
         split = _record_splits(monkeypatch)
@@ -142,7 +141,6 @@ def test_big_products_split_over_the_pool_and_match_one_call(
 def test_small_products_stay_whole(restore_threads, monkeypatch):
     from threadpoolctl import threadpool_limits
 
-    monkeypatch.setattr(threads, "_blas_spinning_until", 0.0)
     with threadpool_limits():
         threads.set_num_threads(2)
         split = _record_splits(monkeypatch)
@@ -151,15 +149,14 @@ def test_small_products_stay_whole(restore_threads, monkeypatch):
         assert split == []
 
 
-def test_a_time_loop_gets_blas_threads_and_then_blas_keeps_the_big_products(
+def test_a_time_loop_gets_blas_threads_and_big_products_after_it_still_split(
     restore_threads, monkeypatch
 ):
-    """A loop of mid-size products runs on BLAS's own threads; right after it, while
-    BLAS's workers still spin, a big product goes to them too instead of the pool; once
-    they sleep, the pool splits it again."""
+    """A loop of mid-size products runs on BLAS's own threads; after it BLAS is back on
+    one thread and a big product splits over the pool as before: the choice never
+    depends on timing, so a seeded run repeats bit for bit."""
     from threadpoolctl import threadpool_limits
 
-    monkeypatch.setattr(threads, "_blas_spinning_until", 0.0)
     with threadpool_limits():
         threads.set_num_threads(2)
         split = _record_splits(monkeypatch)
@@ -169,11 +166,8 @@ def test_a_time_loop_gets_blas_threads_and_then_blas_keeps_the_big_products(
         assert threads.blas_threads() == 1
         a, b = _operands(700, 101, 400, np.float32)
         threads.matmul(np, a, b)
-        assert split == [] and threads.blas_threads() == 1
-        monkeypatch.setattr(threads, "_blas_spinning_until", 0.0)  # the workers slept
-        threads.matmul(np, a, b)
         assert split == [700]
-        with threads.looped_matmul(np, (400, 101), (101, 20)) as step_matmul:
+        with threads.looped_matmul(np, (400, 101), (101, 20)):
             assert threads.blas_threads() == 1, "a small step product stays on one thread"
 
 
@@ -205,3 +199,116 @@ def _split_in_child():
     seen = []
     threads.parallel_rows(np, 10, lambda a, b: seen.append((a, b)))
     return sorted(seen)
+
+
+@pytest.mark.parametrize("shape", [(700, 101, 10000), (10000, 700, 100), (700, 10000, 100),
+                                   (1, 700, 10000), (512, 896, 145)])  # fmt: skip
+def test_a_split_product_has_the_bits_of_one_single_threaded_call(shape, restore_threads):
+    """What makes a seeded run repeat bit for bit whatever the timing: cutting the rows or
+    columns of a product does not change how each element is summed."""
+    from threadpoolctl import threadpool_limits
+
+    rows, inner, cols = shape
+    a, b = _operands(rows, inner, cols, np.float32)
+    with threadpool_limits():
+        threads.set_num_threads(2)
+        np.testing.assert_array_equal(threads.matmul(np, a, b), np.matmul(a, b))
+
+
+def test_a_seeded_run_repeats_bit_for_bit_however_long_its_steps_take(restore_threads):
+    """An LSTM LM whose step products run on BLAS's threads (a time loop) and whose head
+    is split over the pool: two runs with the same seed, one of them pausing between
+    steps, end with the same weights to the bit."""
+    import time
+
+    from threadpoolctl import threadpool_limits
+
+    import tinygrad_rnn as tr
+    import topologies
+
+    def train(pause: float) -> list[np.ndarray]:
+        tr.manual_seed(0)
+        spec = topologies.ModelSpec(
+            cell="lstm", hidden_size=256, vocab_size=3000, output_size=3000,
+            embedding_size=32, head="probabilities",
+        )  # fmt: skip
+        topology = topologies.create("many-to-many-synced")
+        model = topology.build(spec)
+        optimizer = tr.optim.SGD(model.parameters(), lr=1.0)
+        ids = np.random.default_rng(1).integers(0, 3000, (32, 11))
+        for _ in range(3):
+            out = topology.loss(model, ids[:, :-1], ids[:, 1:])
+            optimizer.zero_grad()
+            out.loss.backward()
+            optimizer.step()
+            time.sleep(pause)
+        return [p.numpy().copy() for p in model.parameters()]
+
+    with threadpool_limits():
+        threads.set_num_threads(2)
+        quick, paused = train(0.0), train(0.15)
+    for a, b in zip(quick, paused):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_product_right_after_a_time_loop_has_the_bits_of_one_long_after(restore_threads):
+    """BLAS's threads sum some shapes in another order (they split the inner dimension);
+    a product must not go to them just because it comes right after a loop that used
+    them, or the same run would round differently on a slower or busier machine."""
+    import time
+
+    from threadpoolctl import threadpool_limits
+
+    a, b = _operands(10000, 700, 100, np.float32)
+    with threadpool_limits():
+        threads.set_num_threads(2)
+        with threads.looped_matmul(np, (512, 145), (145, 128)):
+            pass
+        right_after = threads.matmul(np, a, b)
+        time.sleep(0.2)
+        long_after = threads.matmul(np, a, b)
+    np.testing.assert_array_equal(right_after, long_after)
+
+
+def test_blas_workers_woken_by_a_loop_are_stopped_before_the_next_pool_pass(
+    restore_threads, monkeypatch
+):
+    """A time loop leaves BLAS's workers awake (spinning); the next pass that needs the
+    pool stops them first, once, and BLAS starts them again when a loop needs them."""
+    from threadpoolctl import threadpool_limits
+
+    stops = []
+    real_stop = threads._stop_blas_workers
+    monkeypatch.setattr(threads, "_stop_blas_workers", lambda: (stops.append(1), real_stop()))
+    a, b = _operands(512, 145, 128, np.float32)
+    with threadpool_limits():
+        threads.set_num_threads(2)
+        for _ in range(2):
+            with threads.looped_matmul(np, a.shape, b.shape) as step_matmul:
+                product = step_matmul(a, b)
+            assert threads._blas_workers_awake
+            threads.parallel_rows(np, 10, lambda lo, hi: None)
+            threads.parallel_rows(np, 10, lambda lo, hi: None)
+            assert not threads._blas_workers_awake
+            np.testing.assert_allclose(product, a.astype(np.float64) @ b, rtol=1e-4, atol=1e-4)
+        assert len(stops) == 2  # one per wake, not one per pass
+
+
+def test_an_ops_products_can_stay_on_the_blas_threads_of_its_loop(restore_threads, monkeypatch):
+    """on_blas_threads=True (a recurrent op whose loop runs on BLAS's threads): one BLAS
+    call on the pool's thread count, not a split; BLAS is back on one thread after."""
+    from threadpoolctl import threadpool_limits
+
+    seen = []
+    with threadpool_limits():
+        threads.set_num_threads(2)
+        split = _record_splits(monkeypatch)
+        real = np.matmul
+        monkeypatch.setattr(np, "matmul", lambda *a, **k: (seen.append(threads.blas_threads()),
+                                                           real(*a, **k))[1])  # fmt: skip
+        a, b = _operands(700, 101, 400, np.float32)
+        out = threads.matmul(np, a, b, on_blas_threads=True)
+        assert split == [] and seen == [2] and threads.blas_threads() == 1
+        np.testing.assert_allclose(out, real(a, b), rtol=1e-5)
+        assert threads.runs_on_blas_threads(np, (512, 145), (145, 128))
+        assert not threads.runs_on_blas_threads(np, (400, 201), (201, 20))

@@ -21,7 +21,6 @@ from __future__ import annotations
 import math
 import os
 import threading
-import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -31,7 +30,7 @@ import numpy as np
 
 __all__ = [
     "get_num_threads", "set_num_threads", "parallel_rows", "matmul", "looped_matmul",
-    "blas_threads", "owns_blas", "splits_matmuls",
+    "runs_on_blas_threads", "blas_threads", "owns_blas",
 ]
 
 _lock = threading.Lock()
@@ -39,6 +38,8 @@ _num_threads: int | None = None  # None: not chosen yet (see _default_threads)
 _pool: ThreadPoolExecutor | None = None
 _pool_size = 0
 _blas_libraries: list[Any] | None = None  # threadpoolctl's controllers of the loaded BLAS
+_blas_stoppers: list[Any] | None = None  # OpenBLAS's blas_thread_shutdown_, where found
+_blas_workers_awake = False  # BLAS ran threaded since its workers were last stopped
 
 
 def _default_threads() -> int:
@@ -136,6 +137,8 @@ def parallel_rows(xp: Any, rows: int, work: Callable[[int, int], None], min_rows
     """
     threads = get_num_threads() if xp is np else 1
     parts = max(1, min(threads, rows // max(min_rows, 1)))
+    if parts > 1 and _blas_workers_awake:
+        _stop_blas_workers()  # or they spin on the cores the pool is about to use
     if parts == 1:
         work(0, rows)
         return
@@ -156,42 +159,40 @@ def parallel_rows(xp: Any, rows: int, work: Callable[[int, int], None], min_rows
         raise errors[0]
 
 
-# Products of at least this many multiply-adds are worth a second core. Below it, one
-# thread: BLAS's own threads would only add a hand-off.
+# A time loop's products of at least this many multiply-adds are worth a second core
+# (see looped_matmul). Below it, one thread: BLAS's own threads would only add a hand-off.
 _THREADED_MACS = 1 << 22
 # A one-off product of at least this many is split over the pool. Waking a pool thread
 # whose core sleeps costs 60-70 us on this kind of VM, so a split must save more than
 # that: at (512, 145) @ (145, 128), 9.5M, one call took 120 us and the split 147 us; at
 # 34M it went from 880 to 560 us.
 _SPLIT_MACS = 1 << 24
-# How long BLAS's workers spin-wait after a threaded call (OpenBLAS: 2^28 cycles, about
-# 0.1 s). While they do, the pool would fight them for the cores, so BLAS keeps the work.
-_BLAS_SPIN_SECONDS = 0.1
-_blas_spinning_until = 0.0
 
-
-def matmul(xp: Any, a: Any, b: Any, out: Any = None) -> Any:
+def matmul(xp: Any, a: Any, b: Any, out: Any = None, on_blas_threads: bool = False) -> Any:
     """a @ b for 2-D a (M, K) and b (K, N), into `out` (M, N) when given.
+
+    `on_blas_threads=True` is for the products of an op whose time loop runs on
+    BLAS's threads (`runs_on_blas_threads`): they go to those threads too, as one
+    call, while the workers are awake anyway.
 
     Once `set_num_threads(n)` has taken BLAS over (BLAS on one thread, n > 1), a
     product of at least `_SPLIT_MACS` multiply-adds is cut along the longer of M
     and N into one block per pool thread, each block one single-threaded BLAS
-    call writing its own rows (or columns) of `out`. While BLAS's own workers are
-    still spin-waiting from a threaded call (see `looped_matmul`) the product
-    goes to them instead, on n threads. Anything else is one `xp.matmul`. The
-    same thread count and the same sequence of calls give the same bits.
+    call writing its own rows (or columns) of `out`. Anything else is one
+    `xp.matmul`. The choice depends on shapes and thread counts only, never on
+    timing, so a seeded run repeats bit for bit. (A split gave the same bits as
+    one single-threaded call on every shape tried here; BLAS's own threads did
+    not, on the shapes where they split the inner dimension.)
     """
     rows, inner = a.shape
     cols = b.shape[1]
     if out is None:
         out = xp.empty((rows, cols), dtype=xp.result_type(a, b))
-    if xp is not np or rows * cols * inner < _THREADED_MACS or not owns_blas():
-        return xp.matmul(a, b, out=out)
-    if not splits_matmuls():  # BLAS's workers still spin: give them the product
+    if on_blas_threads and xp is np and owns_blas():
         with _blas_on_pool_threads():
             return np.matmul(a, b, out=out)
-    if rows * cols * inner < _SPLIT_MACS:
-        return np.matmul(a, b, out=out)
+    if xp is not np or rows * cols * inner < _SPLIT_MACS or not owns_blas():
+        return xp.matmul(a, b, out=out)
     if rows >= cols:
         parallel_rows(xp, rows, lambda lo, hi: np.matmul(a[lo:hi], b, out=out[lo:hi]))
     else:
@@ -206,21 +207,21 @@ def looped_matmul(xp: Any, a_shape: tuple[int, ...], b_shape: tuple[int, ...]) -
     A step's product is too small to pay for waking a pool thread each step, so
     products of at least `_THREADED_MACS` get BLAS's own threads for the loop:
     its workers spin-wait between calls and answer at once. BLAS goes back to one
-    thread after the loop, and `matmul` keeps using its threads while they spin.
+    thread after the loop.
     """
-    macs = math.prod(a_shape) * b_shape[-1]
-    if xp is not np or macs < _THREADED_MACS or not owns_blas():
+    if not runs_on_blas_threads(xp, a_shape, b_shape):
         yield xp.matmul
         return
     with _blas_on_pool_threads():
         yield xp.matmul
 
 
-def splits_matmuls() -> bool:
-    """Whether `matmul` would split a big product over the pool now (NumPy): the library
-    owns BLAS and no BLAS worker is still spin-waiting. Code that runs its own single
-    BLAS calls on the pool's threads asks this first."""
-    return owns_blas() and time.monotonic() >= _blas_spinning_until
+def runs_on_blas_threads(xp: Any, a_shape: tuple[int, ...], b_shape: tuple[int, ...]) -> bool:
+    """Whether a time loop of (a_shape) @ (b_shape) products runs on BLAS's own threads
+    (`looped_matmul`): NumPy, the library owning BLAS, and at least `_THREADED_MACS`
+    multiply-adds a product. A shape-only rule, so a seeded run repeats bit for bit."""
+    macs = math.prod(a_shape) * b_shape[-1]
+    return xp is np and macs >= _THREADED_MACS and owns_blas()
 
 
 def owns_blas() -> bool:
@@ -230,8 +231,9 @@ def owns_blas() -> bool:
 
 @contextmanager
 def _blas_on_pool_threads() -> Iterator[None]:
-    """BLAS on the pool's thread count for a while, then back on one."""
-    global _blas_spinning_until
+    """BLAS on the pool's thread count for a while, then back on one. Its workers are
+    left awake: the next pass over the pool stops them first (`_stop_blas_workers`)."""
+    global _blas_workers_awake
     for library in _blas_controllers():
         library.set_num_threads(get_num_threads())
     try:
@@ -239,4 +241,30 @@ def _blas_on_pool_threads() -> Iterator[None]:
     finally:
         for library in _blas_controllers():
             library.set_num_threads(1)
-        _blas_spinning_until = time.monotonic() + _BLAS_SPIN_SECONDS
+        _blas_workers_awake = True
+
+
+def _stop_blas_workers() -> None:
+    """End OpenBLAS's worker threads now; its next threaded call starts them again.
+
+    After a threaded call each worker spin-waits for about a tenth of a second, and a
+    pool thread started meanwhile shares a core with it: a split (10000, 700) @ (700,
+    100) took 10.5 ms right after a time loop, and 5.0 ms with the workers stopped.
+    Stopping costs about 0.2 ms, so it happens only before a pass that needs the pool
+    (`parallel_rows`), once per wake. It is `blas_thread_shutdown_`, the call OpenBLAS
+    itself makes before a fork; other BLAS libraries, or an OpenBLAS without it, are
+    left alone. Giving the big products to the spinning workers instead would be as
+    fast, but BLAS's threads round some shapes differently, and whether a product came
+    soon enough after a loop would then decide its bits.
+    """
+    global _blas_stoppers, _blas_workers_awake
+    _blas_workers_awake = False
+    if _blas_stoppers is None:
+        _blas_stoppers = [
+            stop
+            for library in _blas_controllers()
+            if library.internal_api == "openblas"
+            and (stop := getattr(library.dynlib, "blas_thread_shutdown_", None)) is not None
+        ]
+    for stop in _blas_stoppers:
+        stop()

@@ -368,7 +368,7 @@ def linear_cross_entropy(
             block += b_base2
         return block
 
-    if threads.splits_matmuls():  # each thread: its rows' matmul, then their exps
+    if threads.owns_blas():  # each thread: its rows' matmul, then their exps
         def exponentiate(start: int, stop: int) -> None:
             np.matmul(x_base2[start:stop], w.T, out=soft.exps[start:stop])  # one BLAS call
             soft.rows(start, stop, logits_base2, base2=True)

@@ -256,8 +256,11 @@ def fused_layer(
         inputs[:, D] = 1
         inputs = inputs.reshape(dirs, D + 1, T * N)
         pre_x = ws.empty("pre_x", (dirs, GH, T * N), dtype)
-        for d in range(dirs):  # all steps, one matmul per direction
-            threads.matmul(xp, w_input[d], inputs[d], out=pre_x[d])
+        # All steps, one matmul per direction; on BLAS's threads if the loop will be.
+        step_shape = w_hidden.shape[1:] if dirs == 1 else w_hidden.shape  # as w_step below
+        loop_threaded = threads.runs_on_blas_threads(xp, step_shape, (K, N))
+        for d in range(dirs):
+            threads.matmul(xp, w_input[d], inputs[d], out=pre_x[d], on_blas_threads=loop_threaded)
         pre_x = pre_x.reshape(dirs, GH, T, N)
         pre_x_steps = pre_x[0].swapaxes(0, 1) if dirs == 1 else pre_x.transpose(2, 0, 1, 3)
 
@@ -349,6 +352,9 @@ def fused_layer(
         # Chunks of steps from the last, each small enough to stay in cache between
         # computing its factors and running its steps.
         chunk = max(1, _CHUNK_BYTES // (dirs * GH * N * dtype.itemsize))
+        # The loop's products, and the all-step ones after it, on BLAS's threads (the
+        # same threads for both, awake already) when the step product is big enough.
+        back_threaded = threads.runs_on_blas_threads(xp, w_back.shape, d_pre_h_steps[0].shape)
         with threads.looped_matmul(xp, w_back.shape, d_pre_h_steps[0].shape) as back_matmul:
             for stop in range(T, 0, -chunk):
                 steps = slice(max(stop - chunk, 0), stop)
@@ -387,12 +393,13 @@ def fused_layer(
             entering = ws.empty("entering", (T, N, K), dtype)
             entering[...] = stacked[d, :T].swapaxes(1, 2)
             entering = entering.reshape(T * N, K)
-            d_hidden = threads.matmul(xp, dz_h, entering, out=ws.empty("d_hidden", (GH, K), dtype))
+            d_hidden = threads.matmul(xp, dz_h, entering, out=ws.empty("d_hidden", (GH, K), dtype),
+                                      on_blas_threads=back_threaded)  # fmt: skip
             if folds_input:
                 d_input, w_x = d_hidden[:, H:], w_hidden[d, :, H : H + D]
             else:
                 d_input = ws.empty("d_input", (GH, D + 1), dtype)
-                threads.matmul(xp, dz_x, inputs[d].T, out=d_input)
+                threads.matmul(xp, dz_x, inputs[d].T, out=d_input, on_blas_threads=back_threaded)
                 w_x = w_input[d, :, :D]
             weight_grads += [
                 _pytorch_rows(xp, cell, d_input[:, :D]),
@@ -402,7 +409,8 @@ def fused_layer(
             ]
             if x.requires_grad:
                 # As (T*N, D) rows: BLAS is faster with the long side as rows.
-                part = threads.matmul(xp, dz_x.T, w_x, out=ws.empty("dx_part", (T * N, D), dtype))
+                part = threads.matmul(xp, dz_x.T, w_x, out=ws.empty("dx_part", (T * N, D), dtype),
+                                      on_blas_threads=back_threaded)  # fmt: skip
                 part = part.reshape(T, N, D)
                 part = part if d == 0 else part[::-1]
                 if dx_steps is None:
