@@ -12,6 +12,9 @@ threads: after each threaded call OpenBLAS's workers spin-wait (for about a
 tenth of a second) on the cores the pool is about to use, which made a word
 LM's softmax pass, run right after the decoder matmul, two to three times
 slower than alone. With one kind of thread there is nothing to wait against.
+Time loops are the exception: their products are small and many, and BLAS's
+spinning workers answer each at once (`looped_matmul`); the next pass over the
+pool stops those workers first.
 
 Only the NumPy backend is split; a CuPy array is already spread over the GPU.
 """
@@ -29,8 +32,14 @@ from typing import Any
 import numpy as np
 
 __all__ = [
-    "get_num_threads", "set_num_threads", "parallel_rows", "matmul", "looped_matmul",
-    "runs_on_blas_threads", "blas_threads", "owns_blas",
+    "get_num_threads",
+    "set_num_threads",
+    "parallel_rows",
+    "matmul",
+    "looped_matmul",
+    "runs_on_blas_threads",
+    "blas_threads",
+    "owns_blas",
 ]
 
 _lock = threading.Lock()
@@ -75,7 +84,10 @@ def set_num_threads(threads: int, blas: bool = True) -> None:
 
     The default, before any call, is the CPUs this process may use (or
     `TINYGRAD_RNN_NUM_THREADS` / `OMP_NUM_THREADS` / `OPENBLAS_NUM_THREADS`),
-    with BLAS left as NumPy loaded it.
+    with BLAS left as NumPy loaded it. Owning BLAS, the library assumes that no
+    other thread of the process is inside a BLAS call while it computes: it
+    changes BLAS's thread count around its time loops and stops OpenBLAS's
+    workers after them.
     """
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise ValueError(f"set_num_threads: threads must be an int >= 1; got {threads!r}")
@@ -168,18 +180,19 @@ _THREADED_MACS = 1 << 22
 # 34M it went from 880 to 560 us.
 _SPLIT_MACS = 1 << 24
 
+
 def matmul(xp: Any, a: Any, b: Any, out: Any = None, on_blas_threads: bool = False) -> Any:
     """a @ b for 2-D a (M, K) and b (K, N), into `out` (M, N) when given.
-
-    `on_blas_threads=True` is for the products of an op whose time loop runs on
-    BLAS's threads (`runs_on_blas_threads`): they go to those threads too, as one
-    call, while the workers are awake anyway.
 
     Once `set_num_threads(n)` has taken BLAS over (BLAS on one thread, n > 1), a
     product of at least `_SPLIT_MACS` multiply-adds is cut along the longer of M
     and N into one block per pool thread, each block one single-threaded BLAS
     call writing its own rows (or columns) of `out`. Anything else is one
-    `xp.matmul`. The choice depends on shapes and thread counts only, never on
+    `xp.matmul`. `on_blas_threads=True` is for the products of an op whose time
+    loop runs on BLAS's threads (`runs_on_blas_threads`): they go to those
+    threads too, as one call, while the workers are awake anyway.
+
+    The choice depends on shapes, thread counts and the caller's flag, never on
     timing, so a seeded run repeats bit for bit. (A split gave the same bits as
     one single-threaded call on every shape tried here; BLAS's own threads did
     not, on the shapes where they split the inner dimension.)
