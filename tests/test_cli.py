@@ -79,8 +79,9 @@ def test_threads_flag_sets_the_library_threads_and_metrics_say_so(tmp_path):
 
 
 @pytest.mark.parametrize("bad", ["0", "-2", "two"])
-def test_bad_threads_is_one_clear_line(bad):
-    assert_one_line_error(cli("train", "sine", "--threads", bad), "--threads", repr(bad))
+@pytest.mark.parametrize("command", [("train", "sine"), ("evaluate", "runs/none")])
+def test_bad_threads_is_one_clear_line(command, bad):
+    assert_one_line_error(cli(*command, "--threads", bad), "--threads", repr(bad))
 
 
 def test_bad_init_is_one_clear_line():

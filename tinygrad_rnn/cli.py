@@ -172,6 +172,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .train import TrainConfig, Trainer
     from .train.recipes import prepare
 
+    _use_threads(args.threads)
     path, extra, opts, topology, model = _load_run(args.run)
     prepared = prepare(extra["recipe"], opts)
     config = TrainConfig(**{**extra["config"], "quiet": True})
@@ -221,6 +222,12 @@ class _OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
+def _add_threads(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--threads", type=_positive_int, metavar="N",
+                        help="CPU threads (default: all this process may use, or "
+                             "$TINYGRAD_RNN_NUM_THREADS); results differ in rounding by count")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _OneLineParser(
         prog="tinygrad-rnn", description="Train and use recurrent networks (RNN, LSTM, GRU).",
@@ -247,9 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="DIR", help="continue from DIR's latest checkpoint")
     p.add_argument("--checkpoint-every", type=int, metavar="STEPS")
     p.add_argument("--quiet", action="store_true", help="no progress output")
-    p.add_argument("--threads", type=_positive_int, metavar="N",
-                   help="CPU threads (default: all this process may use, or "
-                        "$TINYGRAD_RNN_NUM_THREADS); results differ in rounding by count")
+    _add_threads(p)
     p.add_argument("--distributed", action="store_true",
                    help="data-parallel over MPI ranks: mpirun -n P tinygrad-rnn train ... "
                         "--distributed (--batch-size is per rank)")
@@ -266,6 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="run directory or checkpoint file")
     p.add_argument("--split", choices=["test", "valid"], default="test")
     p.add_argument("--backend", dest="sub_backend", choices=["numpy", "cupy"])
+    _add_threads(p)
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("generate", help="sample text from an LM, or continue a series")
