@@ -25,7 +25,7 @@ import numpy as np
 
 from .backend import get_array_module, get_backend
 from .tensor import Tensor
-from .threads import parallel_rows
+from .threads import PARALLEL_ELEMENTS, parallel_rows
 
 __all__ = ["Optimizer", "SGD", "AdaGrad", "Adagrad", "RMSprop", "Adam"]
 
@@ -318,7 +318,7 @@ def _subtract_scaled(xp: Any, target: Any, source: Any, scale: float, scratch: A
             np.multiply(flat_source[start:stop], scale, out=part)
             np.subtract(flat_target[start:stop], part, out=flat_target[start:stop])
 
-    parallel_rows(xp, target.size, update, min_rows=8 * _UPDATE_BLOCK)
+    parallel_rows(xp, target.size, update, min_rows=PARALLEL_ELEMENTS)
 
 
 class AdaGrad(Optimizer):

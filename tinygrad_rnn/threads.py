@@ -40,7 +40,13 @@ __all__ = [
     "runs_on_blas_threads",
     "blas_threads",
     "owns_blas",
+    "PARALLEL_ELEMENTS",
 ]
+
+# The least work, in elements, a pool thread takes in an elementwise pass (`min_rows`
+# of `parallel_rows` is this over a row's length): below it, handing a block to another
+# thread costs more than the thread saves.
+PARALLEL_ELEMENTS = 1 << 18
 
 _lock = threading.Lock()
 _num_threads: int | None = None  # None: not chosen yet (see _default_threads)

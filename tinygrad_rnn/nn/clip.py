@@ -9,7 +9,7 @@ import numpy as np
 
 from ..backend import get_array_module
 from ..tensor import Tensor
-from ..threads import parallel_rows
+from ..threads import PARALLEL_ELEMENTS, parallel_rows
 
 __all__ = ["clip_grad_norm"]
 
@@ -71,15 +71,10 @@ def clip_grad_norm(
     return total_norm
 
 
-# From this many elements on, a NumPy gradient's passes are split over the library's
-# threads (a memory-bound pass gains about 1.2x on two cores, a dot product 1.8x).
-_PARALLEL_ELEMENTS = 1 << 18
-
-
 def _squared_norm(xp, flat):
     """flat . flat; a large NumPy one in blocks over the library's threads, their partial
     sums added in block order (the same bits for the same thread count)."""
-    if xp is not np or flat.size < _PARALLEL_ELEMENTS:
+    if xp is not np:
         return xp.dot(flat, flat)
     parts: dict[int, float] = {}
 
@@ -87,13 +82,13 @@ def _squared_norm(xp, flat):
         part = flat[lo:hi]
         parts[lo] = np.dot(part, part)
 
-    parallel_rows(np, flat.size, block, min_rows=_PARALLEL_ELEMENTS // 2)
+    parallel_rows(np, flat.size, block, min_rows=PARALLEL_ELEMENTS)
     return np.sum([parts[lo] for lo in sorted(parts)], dtype=np.float64)
 
 
 def _scale(xp, g, scale: float) -> None:
     """g *= scale in place; a large contiguous NumPy one in blocks over the threads."""
-    if xp is not np or g.size < _PARALLEL_ELEMENTS or not g.flags.c_contiguous:
+    if xp is not np or not g.flags.c_contiguous:
         g *= scale
         return
     flat = g.reshape(-1)
@@ -101,4 +96,4 @@ def _scale(xp, g, scale: float) -> None:
     def block(lo: int, hi: int) -> None:
         np.multiply(flat[lo:hi], scale, out=flat[lo:hi])
 
-    parallel_rows(np, flat.size, block, min_rows=_PARALLEL_ELEMENTS // 2)
+    parallel_rows(np, flat.size, block, min_rows=PARALLEL_ELEMENTS)

@@ -161,7 +161,7 @@ def _column_sums(xp: Any, g2: Any, row_weight: Any = None) -> Any:
         xp,
         g2.shape[1],
         lambda lo, hi: np.matmul(weights, g2[:, lo:hi], out=sums[lo:hi]),
-        min_rows=max(1, _PARALLEL_ELEMENTS // g2.shape[0]),
+        min_rows=max(1, threads.PARALLEL_ELEMENTS // g2.shape[0]),
     )
     return sums
 
@@ -466,7 +466,7 @@ class _SoftmaxRows:
         # Rows per block: a block of exps stays in a core's L2 between its passes.
         row_bytes = vocab * np.dtype(dtype).itemsize
         self.block = rows if xp is not np else max(1, _BLOCK_BYTES // row_bytes)
-        self.min_rows = max(1, _PARALLEL_ELEMENTS // vocab)
+        self.min_rows = max(1, threads.PARALLEL_ELEMENTS // vocab)
 
     def rows(self, start: int, stop: int, logits_of, base2: bool = False) -> None:
         """Fill rows [start, stop); `logits_of(a, b)` gives rows a..b of the logits
@@ -521,8 +521,6 @@ class _SoftmaxRows:
 
 # A block of exponentiated logits small enough to stay in one core's L2 (2 MiB or more).
 _BLOCK_BYTES = 512 * 1024
-# Below this many logits a softmax runs on one thread: splitting costs more than it saves.
-_PARALLEL_ELEMENTS = 1 << 18
 
 
 def _softmax_block(xp, z, exps, exp_sum, shift, row_weight, base2: bool = False) -> None:
