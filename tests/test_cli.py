@@ -87,6 +87,18 @@ def test_bad_threads_is_one_clear_line(command, bad):
 def test_bad_init_is_one_clear_line():
     assert_one_line_error(cli("train", "sine", "--init", "xavier"), "--init", "xavier")
 
+@pytest.mark.parametrize("bad", ["0", "-1", "nan", "inf", "wide"])
+def test_bad_embedding_std_is_one_clear_line(bad):
+    result = cli("train", "date", "--embedding-std", bad)
+    assert_one_line_error(result, "--embedding-std", repr(bad))
+
+
+def test_embedding_std_on_a_recipe_without_embedding_is_one_clear_line():
+    assert_one_line_error(
+        cli("train", "sine", "--embedding-std", "0.5"), "--embedding-std", "'sine' has no embedding"
+    )
+
+
 def test_resume_continues_a_run(tmp_path):
     out = tmp_path / "run"
     assert cli("train", "sine", "--max-steps", "3", "--out", str(out), "--quiet").returncode == 0
@@ -110,12 +122,16 @@ def test_text_lm_trains_and_samples(tmp_path):
         "16",
         "--batch-size",
         "4",
+        "--embedding-std",
+        "0.5",
         "--out",
         str(out),
         "--quiet",
     )
     assert result.returncode == 0, result.stderr
-    assert "perplexity" in json.loads((out / "metrics.json").read_text())["test"]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert "perplexity" in metrics["test"]
+    assert metrics["config"]["spec"]["embedding_std"] == 0.5
     sample = cli(
         "generate",
         str(out),

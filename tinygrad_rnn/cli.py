@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from collections.abc import Sequence
@@ -55,7 +56,7 @@ def _options(args: argparse.Namespace):
         batch_size=args.batch_size, hidden_size=args.hidden_size, lr=args.lr, seed=args.seed,
         data=args.data, checkpoint_every=args.checkpoint_every, quiet=args.quiet,
         large=args.large, reverse=args.reverse, peeky=args.peeky, attention=args.attention,
-        init=args.init,
+        init=args.init, embedding_std=args.embedding_std,
     )
 
 
@@ -78,6 +79,17 @@ def _use_threads(count: int | None, ranks: int = 1) -> None:
     from .threads import get_num_threads, set_num_threads
 
     set_num_threads(max(1, get_num_threads() // ranks) if count is None else count)
+
+
+def _positive_float(text: str) -> float:
+    """argparse type: a finite float > 0, or an error naming the value."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"expected a number > 0; got {text!r}")
+    return value
 
 
 def _positive_int(text: str) -> int:
@@ -265,6 +277,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--attention", action="store_true", help="seq2seq: attention decoder")
     p.add_argument("--init", choices=("textbook", "pytorch"),
                    help="weight init (default: the recipe's; textbook for ptb, addition, date)")
+    p.add_argument("--embedding-std", type=_positive_float, metavar="STD",
+                   help="embeddings start N(0, STD^2) (default: the init's, textbook 0.01, "
+                        "pytorch 1; date: 1)")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("evaluate", help="evaluate a run's checkpoint on its test split")

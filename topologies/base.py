@@ -47,10 +47,12 @@ __all__ = [
     "inference",
     "CELLS",
     "HEADS",
+    "INITS",
 ]
 
 CELLS = ("rnn", "lstm", "gru")
 HEADS = ("regression", "probabilities")
+INITS = ("pytorch", "textbook")
 
 
 class TopologyDataError(ValueError):
@@ -78,6 +80,8 @@ class ModelSpec:
     dropout: float = 0.0
     tie_weights: bool = False
     init: str = "pytorch"  # or "textbook": randn/sqrt(fan_in), embedding randn/100, zero bias
+    # The embedding's initial N(0, std); None: the init's own (textbook 0.01, pytorch 1.0).
+    embedding_std: float | None = None
     dtype: str = "float32"
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -96,6 +100,10 @@ class ModelSpec:
                 raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1); got {self.dropout}")
+        if self.init not in INITS:
+            raise ValueError(f"init must be one of {INITS}; got {self.init!r}")
+        if self.embedding_std is not None and not self.embedding_std > 0:
+            raise ValueError(f"embedding_std must be > 0 (or None); got {self.embedding_std!r}")
 
     @property
     def step_input_size(self) -> int:
@@ -135,11 +143,18 @@ def apply_init(module: nn.Module, spec: ModelSpec, generator=None) -> None:
     """Give `module`'s parameters the init `spec.init` names, in place.
 
     "pytorch": the layers' own defaults, left as built. "textbook": embeddings
-    randn/100, weights randn/sqrt(fan_in), zero biases. A model calls this at the
-    end of its constructor, and again on any layer a subclass adds afterwards.
+    randn/100, weights randn/sqrt(fan_in), zero biases. `spec.embedding_std`, when
+    set, replaces either init's embedding scale (drawn N(0, std)). A model calls
+    this at the end of its constructor, and again on any layer a subclass adds
+    afterwards.
     """
     if spec.init == "textbook":
-        nn.init.textbook_init_(module, generator)
+        std = nn.init.TEXTBOOK_EMBEDDING_STD if spec.embedding_std is None else spec.embedding_std
+        nn.init.textbook_init_(module, generator, embedding_std=std)
+    elif spec.embedding_std is not None:
+        for submodule in module.modules():
+            if isinstance(submodule, nn.Embedding):
+                nn.init.normal_(submodule.weight, spec.embedding_std, generator)
 
 
 def refuse_bidirectional(spec: ModelSpec, why: str) -> None:

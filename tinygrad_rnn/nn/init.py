@@ -24,7 +24,11 @@ __all__ = [
     "xavier_like_",
     "xavier_like",
     "textbook_init_",
+    "TEXTBOOK_EMBEDDING_STD",
 ]
+
+# The textbook's embedding scale, randn / 100: small, so a word's vector starts near zero.
+TEXTBOOK_EMBEDDING_STD = 0.01
 
 
 def _fill(param: Tensor, host: np.ndarray) -> Tensor:
@@ -87,10 +91,15 @@ def xavier_like_(
 xavier_like = xavier_like_
 
 
-def textbook_init_(module: Any, generator: np.random.Generator | None = None) -> Any:
+def textbook_init_(
+    module: Any,
+    generator: np.random.Generator | None = None,
+    embedding_std: float = TEXTBOOK_EMBEDDING_STD,
+) -> Any:
     """Re-initialise a whole model the textbook way, in place; returns `module`.
 
-    Embedding weights get randn/100, other parameters with two or more axes
+    Embedding weights get randn * embedding_std (the textbook's randn/100 by
+    default), other parameters with two or more axes
     randn/sqrt(fan_in) (fan_in = last axis), and 1-D parameters (biases) zeros.
     A tied parameter is initialised once, by the first module that holds it
     (an embedding tied to a decoder gets the embedding rule when the embedding
@@ -105,7 +114,7 @@ def textbook_init_(module: Any, generator: np.random.Generator | None = None) ->
                 continue
             done.add(id(param))
             if isinstance(submodule, Embedding):
-                normal_(param, 0.01, generator)
+                normal_(param, embedding_std, generator)
             elif param.ndim >= 2:
                 xavier_like_(param, generator=generator)
             else:
