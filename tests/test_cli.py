@@ -93,6 +93,16 @@ def test_bad_embedding_std_is_one_clear_line(bad):
     assert_one_line_error(result, "--embedding-std", repr(bad))
 
 
+@pytest.mark.parametrize("bad", ["nan", "inf", "one"])
+def test_bad_forget_bias_is_one_clear_line(bad):
+    assert_one_line_error(cli("train", "sine", "--forget-bias", bad), "--forget-bias", repr(bad))
+
+
+def test_forget_bias_on_a_cell_without_a_forget_gate_is_one_clear_line():
+    result = cli("train", "sine", "--cell", "gru", "--forget-bias", "1")
+    assert_one_line_error(result, "forget_bias needs cell='lstm'", "'gru'")
+
+
 def test_embedding_std_on_a_recipe_without_embedding_is_one_clear_line():
     assert_one_line_error(
         cli("train", "sine", "--embedding-std", "0.5"), "--embedding-std", "'sine' has no embedding"
@@ -124,6 +134,8 @@ def test_text_lm_trains_and_samples(tmp_path):
         "4",
         "--embedding-std",
         "0.5",
+        "--forget-bias",
+        "1",
         "--out",
         str(out),
         "--quiet",
@@ -132,6 +144,7 @@ def test_text_lm_trains_and_samples(tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert "perplexity" in metrics["test"]
     assert metrics["config"]["spec"]["embedding_std"] == 0.5
+    assert metrics["config"]["spec"]["forget_bias"] == 1.0
     sample = cli(
         "generate",
         str(out),

@@ -313,3 +313,46 @@ def test_textbook_init_uses_embedding_rows_over_100_and_zero_biases():
     assert abs(host(model.embedding.weight).std() - 0.01) < 0.001
     assert abs(host(model.decoder.weight).std() - 0.1) < 0.01
     assert not host(model.decoder.bias).any()
+
+
+def test_forget_bias_sets_the_forget_rows_of_every_lstm_and_nothing_else():
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stack = nn.LSTM(3, 4, num_layers=2, bidirectional=True, generator=_rng(0))
+            self.cell = nn.LSTMCell(3, 5, generator=_rng(1))
+            self.gru = nn.GRU(3, 4, generator=_rng(2))
+
+    model = Model()
+    before = {name: host(p).copy() for name, p in model.named_parameters()}
+    assert init.forget_bias_(model, 1.5) is model
+    for name, param in model.named_parameters():
+        value, old = host(param), before[name]
+        if name.startswith(("stack.bias", "cell.bias")):
+            H = value.shape[0] // 4
+            forget = slice(H, 2 * H)  # PyTorch's gate order: i, f, g, o
+            assert np.all(value[forget] == (1.5 if "bias_ih" in name else 0.0)), name
+            outside = np.r_[0:H, 2 * H : 4 * H]
+            np.testing.assert_array_equal(value[outside], old[outside], err_msg=name)
+        else:  # weights, and the GRU (no forget gate), are left as they were
+            np.testing.assert_array_equal(value, old, err_msg=name)
+
+
+def test_forget_bias_lands_on_the_gate_that_keeps_the_cell_state():
+    # Zero weights and biases but the forget gate's: the candidate g = tanh(0) = 0, so
+    # each step only scales c by sigmoid(bias), and T steps give sigmoid(bias)**T c0.
+    lstm = nn.LSTM(2, 3, dtype="float64")
+    for param in lstm.parameters():
+        init.zeros_(param)
+    init.forget_bias_(lstm, 2.0)
+    c0 = tr.tensor(np.array([[[0.5, -1.0, 2.0]]]))
+    h0 = tr.tensor(np.zeros((1, 1, 3)))
+    _, (_, c) = lstm(tr.tensor(np.zeros((1, 4, 2))), (h0, c0))
+    keep = 1 / (1 + math.exp(-2.0))
+    np.testing.assert_allclose(host(c), keep**4 * host(c0), rtol=1e-12)
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, "1", True])
+def test_forget_bias_names_a_bad_value(bad):
+    with pytest.raises(ValueError, match=r"forget_bias_: value must be a finite number; got"):
+        init.forget_bias_(nn.LSTM(2, 3), bad)

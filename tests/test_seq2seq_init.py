@@ -18,7 +18,7 @@ import topologies
 H, E, V = 64, 16, 40
 
 
-def build(init: str, embedding_std: float | None = None, **options):
+def build(init: str, embedding_std: float | None = None, forget_bias=None, **options):
     spec = topologies.ModelSpec(
         cell="lstm",
         hidden_size=H,
@@ -28,6 +28,7 @@ def build(init: str, embedding_std: float | None = None, **options):
         head="probabilities",
         init=init,
         embedding_std=embedding_std,
+        forget_bias=forget_bias,
     )
     tr.random.manual_seed(0)
     return topologies.create("seq2seq", **options).build(spec)
@@ -102,12 +103,37 @@ def test_embedding_std_redraws_the_embeddings_of_the_pytorch_init():
     assert np.abs(to_host(params["encoder.weight_hh_l0"])).max() <= bound
 
 
+def test_forget_bias_starts_both_lstms_forget_gates_there_and_leaves_the_rest():
+    plain = dict(build("textbook", attention=True).named_parameters())
+    params = dict(build("textbook", forget_bias=1.0, attention=True).named_parameters())
+    for name, param in params.items():
+        value = to_host(param)
+        if name in ("encoder.bias_ih_l0", "decoder.bias_ih_l0"):
+            np.testing.assert_array_equal(value[H : 2 * H], 1.0)
+            value = np.delete(value, np.s_[H : 2 * H])
+            assert not value.any(), name
+        else:
+            np.testing.assert_array_equal(value, to_host(plain[name]), err_msg=name)
+
+
 @pytest.mark.parametrize(
-    "field, value", [("init", "xavier"), ("embedding_std", 0.0), ("embedding_std", -1.0)]
+    "field, value",
+    [
+        ("init", "xavier"),
+        ("embedding_std", 0.0),
+        ("embedding_std", -1.0),
+        ("forget_bias", math.nan),
+        ("forget_bias", math.inf),
+    ],
 )
 def test_a_bad_init_setting_is_refused_naming_it(field, value):
     with pytest.raises(ValueError, match=rf"{field} must be .*got {value!r}"):
         topologies.ModelSpec(vocab_size=V, output_size=V, **{field: value})
+
+
+def test_forget_bias_is_refused_for_a_cell_without_a_forget_gate():
+    with pytest.raises(ValueError, match="forget_bias needs cell='lstm'.*got cell='gru'"):
+        topologies.ModelSpec(cell="gru", vocab_size=V, output_size=V, forget_bias=1.0)
 
 
 # date starts its embeddings at N(0, 1): with the textbook's randn/100 the loss sat near 1.0

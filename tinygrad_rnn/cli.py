@@ -56,7 +56,7 @@ def _options(args: argparse.Namespace):
         batch_size=args.batch_size, hidden_size=args.hidden_size, lr=args.lr, seed=args.seed,
         data=args.data, checkpoint_every=args.checkpoint_every, quiet=args.quiet,
         large=args.large, reverse=args.reverse, peeky=args.peeky, attention=args.attention,
-        init=args.init, embedding_std=args.embedding_std,
+        init=args.init, embedding_std=args.embedding_std, forget_bias=args.forget_bias,
     )
 
 
@@ -89,6 +89,17 @@ def _positive_float(text: str) -> float:
         value = math.nan
     if not 0 < value < math.inf:
         raise argparse.ArgumentTypeError(f"expected a number > 0; got {text!r}")
+    return value
+
+
+def _finite_float(text: str) -> float:
+    """argparse type: a finite float, or an error naming the value."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number; got {text!r}")
     return value
 
 
@@ -280,6 +291,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--embedding-std", type=_positive_float, metavar="STD",
                    help="embeddings start N(0, STD^2) (default: the init's, textbook 0.01, "
                         "pytorch 1; date: 1)")
+    p.add_argument("--forget-bias", type=_finite_float, metavar="B",
+                   help="LSTM: every forget gate's bias starts at B (default: the init's)")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("evaluate", help="evaluate a run's checkpoint on its test split")

@@ -20,6 +20,7 @@ Heads come in the two kinds the field uses: `regression` (identity + MSE) and
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -82,6 +83,8 @@ class ModelSpec:
     init: str = "pytorch"  # or "textbook": randn/sqrt(fan_in), embedding randn/100, zero bias
     # The embedding's initial N(0, std); None: the init's own (textbook 0.01, pytorch 1.0).
     embedding_std: float | None = None
+    # LSTM only: the forget gate's initial bias; None: the init's own (0 textbook, U pytorch).
+    forget_bias: float | None = None
     dtype: str = "float32"
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -104,6 +107,14 @@ class ModelSpec:
             raise ValueError(f"init must be one of {INITS}; got {self.init!r}")
         if self.embedding_std is not None and not self.embedding_std > 0:
             raise ValueError(f"embedding_std must be > 0 (or None); got {self.embedding_std!r}")
+        if self.forget_bias is not None:
+            if self.cell != "lstm":
+                raise ValueError(
+                    f"forget_bias needs cell='lstm' (only an LSTM has a forget gate); "
+                    f"got cell={self.cell!r}, forget_bias={self.forget_bias!r}"
+                )
+            if not math.isfinite(self.forget_bias):
+                raise ValueError(f"forget_bias must be a finite number; got {self.forget_bias!r}")
 
     @property
     def step_input_size(self) -> int:
@@ -155,6 +166,8 @@ def apply_init(module: nn.Module, spec: ModelSpec, generator=None) -> None:
         for submodule in module.modules():
             if isinstance(submodule, nn.Embedding):
                 nn.init.normal_(submodule.weight, spec.embedding_std, generator)
+    if spec.forget_bias is not None:
+        nn.init.forget_bias_(module, spec.forget_bias)
 
 
 def refuse_bidirectional(spec: ModelSpec, why: str) -> None:

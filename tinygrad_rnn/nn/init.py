@@ -25,6 +25,7 @@ __all__ = [
     "xavier_like",
     "textbook_init_",
     "TEXTBOOK_EMBEDDING_STD",
+    "forget_bias_",
 ]
 
 # The textbook's embedding scale, randn / 100: small, so a word's vector starts near zero.
@@ -119,4 +120,29 @@ def textbook_init_(
                 xavier_like_(param, generator=generator)
             else:
                 zeros_(param)
+    return module
+
+
+def forget_bias_(module: Any, value: float) -> Any:
+    """Start every LSTM forget gate of `module` at bias `value`, in place; returns `module`.
+
+    A forget bias of 1 (Gers et al., 2000; Keras's default) keeps the cell state
+    early in training instead of halving it each step, so gradients reach far-back
+    steps from the start. In each LSTM and LSTMCell the forget rows (PyTorch's
+    gate order i, f, g, o: rows H to 2H) of `bias_ih` get `value` and those of
+    `bias_hh` zero, so their sum is `value`. Other parameters are left as they are.
+    """
+    from .recurrent import LSTM, LSTMCell  # noqa: PLC0415 - recurrent imports this module
+
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"forget_bias_: value must be a finite number; got {value!r}")
+    for submodule in module.modules():
+        if not isinstance(submodule, (LSTM, LSTMCell)):
+            continue
+        H = submodule.hidden_size
+        for name, param in submodule._parameters.items():
+            if name.startswith("bias_ih"):
+                param.data[H : 2 * H] = value
+            elif name.startswith("bias_hh"):
+                param.data[H : 2 * H] = 0
     return module

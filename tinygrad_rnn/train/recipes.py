@@ -48,6 +48,7 @@ class Options:
     attention: bool = False
     init: str | None = None  # "textbook" or "pytorch"; None: the recipe's own choice
     embedding_std: float | None = None  # None: the recipe's own choice
+    forget_bias: float | None = None  # None: the recipe's own choice
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able copy, stored in checkpoints so a run can be rebuilt."""
@@ -505,6 +506,8 @@ def prepare(name: str, opts: Options) -> Prepared:
                 f"values); got --embedding-std {opts.embedding_std}"
             )
         prepared.spec = replace(prepared.spec, embedding_std=opts.embedding_std)
+    if opts.forget_bias is not None:  # ModelSpec refuses it for a cell other than an LSTM
+        prepared.spec = replace(prepared.spec, forget_bias=opts.forget_bias)
     prepared.extra.update(
         {
             "recipe": name,
