@@ -19,7 +19,7 @@ import json
 import math
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
@@ -81,26 +81,19 @@ def _use_threads(count: int | None, ranks: int = 1) -> None:
     set_num_threads(max(1, get_num_threads() // ranks) if count is None else count)
 
 
-def _positive_float(text: str) -> float:
-    """argparse type: a finite float > 0, or an error naming the value."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not 0 < value < math.inf:
-        raise argparse.ArgumentTypeError(f"expected a number > 0; got {text!r}")
-    return value
+def _float_arg(accept: Callable[[float], bool], expected: str) -> Callable[[str], float]:
+    """argparse type: a float that `accept`s, or an error naming the value."""
 
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan  # accepted by none of the tests below
+        if not accept(value):
+            raise argparse.ArgumentTypeError(f"expected {expected}; got {text!r}")
+        return value
 
-def _finite_float(text: str) -> float:
-    """argparse type: a finite float, or an error naming the value."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"expected a finite number; got {text!r}")
-    return value
+    return parse
 
 
 def _positive_int(text: str) -> int:
@@ -288,10 +281,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--attention", action="store_true", help="seq2seq: attention decoder")
     p.add_argument("--init", choices=("textbook", "pytorch"),
                    help="weight init (default: the recipe's; textbook for ptb, addition, date)")
-    p.add_argument("--embedding-std", type=_positive_float, metavar="STD",
+    p.add_argument("--embedding-std", metavar="STD",
+                   type=_float_arg(lambda v: 0 < v < math.inf, "a number > 0"),
                    help="embeddings start N(0, STD^2) (default: the init's, textbook 0.01, "
                         "pytorch 1; date: 1)")
-    p.add_argument("--forget-bias", type=_finite_float, metavar="B",
+    p.add_argument("--forget-bias", metavar="B", type=_float_arg(math.isfinite, "a finite number"),
                    help="LSTM: every forget gate's bias starts at B (default: the init's)")
     p.set_defaults(func=_cmd_train)
 

@@ -67,6 +67,11 @@ class ModelSpec:
     Inputs are either real-valued features (`input_size` per step) or token
     ids (`vocab_size`, embedded to `embedding_size`). `output_size` is the
     number of values (regression) or classes (probabilities) per scored step.
+
+    `init` names the weight init ("pytorch": the layers' defaults; "textbook":
+    randn/sqrt(fan_in), embeddings randn/100, zero biases). Two settings adjust
+    either: `embedding_std`, the embeddings' initial N(0, std), and `forget_bias`,
+    every LSTM forget gate's initial bias (1 is the common choice).
     """
 
     cell: str = "lstm"
