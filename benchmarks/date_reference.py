@@ -13,6 +13,7 @@ accuracy (greedy decoding, whole answer) on 1,000 training lines after each
 epoch and on the test split at the end.
 
     python benchmarks/date_reference.py --seed 0 --epochs 3
+    python benchmarks/date_reference.py --seed 0 --epochs 3 --embedding-std 1  # as `date`
 
 Needs torch (the CPU wheel `torch==2.13.0`); the library itself never imports it.
 Only the data loader comes from tinygrad_rnn.
@@ -44,7 +45,7 @@ def gates_step(a: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Te
 class BookAttentionSeq2seq:
     """The parameters and the two passes (teacher-forced, greedy) of the book's model."""
 
-    def __init__(self, vocab: int, rng: np.random.Generator):
+    def __init__(self, vocab: int, rng: np.random.Generator, embedding_std: float = 0.01):
         def randn(*shape: int, scale: float) -> torch.Tensor:
             values = rng.standard_normal(shape) * scale
             return torch.tensor(values, dtype=torch.float32, requires_grad=True)
@@ -56,10 +57,10 @@ class BookAttentionSeq2seq:
         # Drawn in this order, the matrices before the biases: the order also fixes how the
         # gradient norm is summed, so a run repeats to the last bit.
         self.p = {
-            "enc_embed": randn(vocab, E, scale=0.01),
+            "enc_embed": randn(vocab, E, scale=embedding_std),
             "enc_wx": randn(E, 4 * H, scale=1 / math.sqrt(E)),
             "enc_wh": randn(H, 4 * H, scale=1 / math.sqrt(H)),
-            "dec_embed": randn(vocab, E, scale=0.01),
+            "dec_embed": randn(vocab, E, scale=embedding_std),
             "dec_wx": randn(E, 4 * H, scale=1 / math.sqrt(E)),
             "dec_wh": randn(H, 4 * H, scale=1 / math.sqrt(H)),
             "affine_w": randn(2 * H, vocab, scale=1 / math.sqrt(2 * H)),
@@ -130,11 +131,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--max-steps", type=int, default=None, help="stop early (smoke tests)")
     parser.add_argument("--json", help="write the per-epoch accuracies and losses here")
+    parser.add_argument("--embedding-std", type=float, default=0.01,
+                        help="the embeddings' scale: the book's 0.01, or 1.0 as our date recipe")
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
     x_train, t_train, x_test, t_test, vocab = book_split(args.data)
-    model = BookAttentionSeq2seq(vocab, np.random.default_rng(args.seed))
+    model = BookAttentionSeq2seq(vocab, np.random.default_rng(args.seed), args.embedding_std)
     params = list(model.p.values())
     first_moment = [torch.zeros_like(p) for p in params]
     second_moment = [torch.zeros_like(p) for p in params]
