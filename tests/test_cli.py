@@ -103,6 +103,17 @@ def test_forget_bias_on_a_cell_without_a_forget_gate_is_one_clear_line():
     assert_one_line_error(result, "forget_bias needs cell='lstm'", "'gru'")
 
 
+@pytest.mark.parametrize("flag, expected", [("3", 3.0), ("1", None)])
+def test_lr_decay_flag_sets_the_schedule_and_one_keeps_the_lr_constant(tmp_path, flag, expected):
+    metrics = short_sine_run(tmp_path / "run", "--lr-decay", flag)
+    assert metrics["config"]["train"]["lr_decay"] == expected
+
+
+@pytest.mark.parametrize("bad", ["0.5", "0", "nan", "fast"])
+def test_bad_lr_decay_is_one_clear_line(bad):
+    assert_one_line_error(cli("train", "sine", "--lr-decay", bad), "--lr-decay", repr(bad))
+
+
 def test_embedding_std_on_a_recipe_without_embedding_is_one_clear_line():
     assert_one_line_error(
         cli("train", "sine", "--embedding-std", "0.5"), "--embedding-std", "'sine' has no embedding"

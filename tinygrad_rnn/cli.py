@@ -57,6 +57,7 @@ def _options(args: argparse.Namespace):
         data=args.data, checkpoint_every=args.checkpoint_every, quiet=args.quiet,
         large=args.large, reverse=args.reverse, peeky=args.peeky, attention=args.attention,
         init=args.init, embedding_std=args.embedding_std, forget_bias=args.forget_bias,
+        lr_decay=args.lr_decay,
     )
 
 
@@ -279,6 +280,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seq2seq: reverse the input sequence")
     p.add_argument("--peeky", action="store_true", help="seq2seq: peeky decoder")
     p.add_argument("--attention", action="store_true", help="seq2seq: attention decoder")
+    p.add_argument("--lr-decay", metavar="K",
+                   type=_float_arg(lambda v: 1 <= v < math.inf, "a number >= 1"),
+                   help="divide the lr by K whenever validation stops improving; 1 keeps it "
+                        "constant (default: the recipe's)")
     p.add_argument("--init", choices=("textbook", "pytorch"),
                    help="weight init (default: the recipe's; textbook for ptb, addition, date)")
     p.add_argument("--embedding-std", metavar="STD",

@@ -49,6 +49,7 @@ class Options:
     init: str | None = None  # "textbook" or "pytorch"; None: the recipe's own choice
     embedding_std: float | None = None  # None: the recipe's own choice
     forget_bias: float | None = None  # None: the recipe's own choice
+    lr_decay: float | None = None  # None: the recipe's own; 1: a constant lr
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able copy, stored in checkpoints so a run can be rebuilt."""
@@ -133,6 +134,8 @@ def _config(opts: Options, **defaults: Any) -> TrainConfig:
     for key in ("epochs", "max_steps", "batch_size", "lr", "checkpoint_every"):
         if getattr(opts, key) is not None:
             values[key] = getattr(opts, key)
+    if opts.lr_decay is not None:  # 1 divides by nothing: the lr stays constant
+        values["lr_decay"] = None if opts.lr_decay == 1 else opts.lr_decay
     values["seed"] = opts.seed
     values["quiet"] = opts.quiet
     return TrainConfig(**values)
