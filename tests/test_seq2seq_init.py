@@ -151,3 +151,13 @@ def test_the_seq2seq_recipes_build_textbook_initialised_models(name, embedding_s
     hidden = prepared.spec.hidden_size
     assert std(params["encoder.weight_hh_l0"]) == pytest.approx(1 / math.sqrt(hidden), rel=0.1)
     assert not np.any(to_host(params["decoder.bias_hh_l0"]))
+
+
+@pytest.mark.parametrize("name", ["date", "addition"])
+def test_the_seq2seq_recipes_halve_adams_lr_when_validation_stalls(name):
+    from tinygrad_rnn.train.recipes import Options, prepare
+
+    data = shared_data_path("seq2seq", f"{name}.txt")
+    config = prepare(name, Options(data=data)).config
+    assert (config.optimizer, config.lr, config.clip, config.lr_decay) == ("adam", 1e-3, 5.0, 2.0)
+    assert prepare(name, Options(data=data, lr_decay=1)).config.lr_decay is None  # constant

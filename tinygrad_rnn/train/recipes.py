@@ -422,7 +422,12 @@ def _seq2seq(
         init="textbook",
         embedding_std=embedding_std,
     )
-    config = _config(opts, epochs=epochs, batch_size=128, optimizer="adam", lr=1e-3, clip=5.0)
+    # The textbook's Adam at lr 1e-3, halved whenever the validation loss stops improving.
+    # At a constant lr the last epochs swung by 2-6 points of exact match, so where a run
+    # stopped decided whether it made 98%: addition seeds 0-7 ended between 93.1 and 99.6%.
+    config = _config(
+        opts, epochs=epochs, batch_size=128, optimizer="adam", lr=1e-3, clip=5.0, lr_decay=2.0
+    )
     topology = _topology(
         rec, opts, peeky=opts.peeky, attention=opts.attention, pass_cell_state=pass_cell_state
     )
