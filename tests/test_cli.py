@@ -87,6 +87,7 @@ def test_bad_threads_is_one_clear_line(command, bad):
 def test_bad_init_is_one_clear_line():
     assert_one_line_error(cli("train", "sine", "--init", "xavier"), "--init", "xavier")
 
+
 @pytest.mark.parametrize("bad", ["0", "-1", "nan", "inf", "wide"])
 def test_bad_embedding_std_is_one_clear_line(bad):
     result = cli("train", "date", "--embedding-std", bad)
