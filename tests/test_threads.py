@@ -294,9 +294,12 @@ def test_blas_workers_woken_by_a_loop_are_stopped_before_the_next_pool_pass(
         assert len(stops) == 2  # one per wake, not one per pass
 
 
-def test_an_ops_products_can_stay_on_the_blas_threads_of_its_loop(restore_threads, monkeypatch):
-    """on_blas_threads=True (a recurrent op whose loop runs on BLAS's threads): one BLAS
-    call on the pool's thread count, not a split; BLAS is back on one thread after."""
+def test_an_ops_products_inside_its_threaded_loop_context_stay_whole_on_blas_threads(
+    restore_threads, monkeypatch
+):
+    """A recurrent op runs its other products inside its loop's context: where the loop
+    runs on BLAS's threads, a big product there is one BLAS call on the pool's thread
+    count, not a split; where it does not, the same product splits over the pool."""
     from threadpoolctl import threadpool_limits
 
     seen = []
@@ -307,8 +310,11 @@ def test_an_ops_products_can_stay_on_the_blas_threads_of_its_loop(restore_thread
         monkeypatch.setattr(np, "matmul", lambda *a, **k: (seen.append(threads.blas_threads()),
                                                            real(*a, **k))[1])  # fmt: skip
         a, b = _operands(700, 101, 400, np.float32)
-        out = threads.matmul(np, a, b, on_blas_threads=True)
+        with threads.looped_matmul(np, (512, 145), (145, 128)):
+            out = threads.matmul(np, a, b)
         assert split == [] and seen == [2] and threads.blas_threads() == 1
         np.testing.assert_allclose(out, real(a, b), rtol=1e-5)
-        assert threads.runs_on_blas_threads(np, (512, 145), (145, 128))
-        assert not threads.runs_on_blas_threads(np, (400, 201), (201, 20))
+        seen.clear()
+        with threads.looped_matmul(np, (400, 201), (201, 20)):  # a loop too small for them
+            threads.matmul(np, a, b)
+        assert split == [700] and seen == [1, 1]

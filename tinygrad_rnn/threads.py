@@ -37,7 +37,6 @@ __all__ = [
     "parallel_rows",
     "matmul",
     "looped_matmul",
-    "runs_on_blas_threads",
     "blas_threads",
     "owns_blas",
     "PARALLEL_ELEMENTS",
@@ -187,19 +186,18 @@ _THREADED_MACS = 1 << 22
 _SPLIT_MACS = 1 << 24
 
 
-def matmul(xp: Any, a: Any, b: Any, out: Any = None, on_blas_threads: bool = False) -> Any:
+def matmul(xp: Any, a: Any, b: Any, out: Any = None) -> Any:
     """a @ b for 2-D a (M, K) and b (K, N), into `out` (M, N) when given.
 
     Once `set_num_threads(n)` has taken BLAS over (BLAS on one thread, n > 1), a
     product of at least `_SPLIT_MACS` multiply-adds is cut along the longer of M
     and N into one block per pool thread, each block one single-threaded BLAS
     call writing its own rows (or columns) of `out`. Anything else is one
-    `xp.matmul`. `on_blas_threads=True` is for the products of an op whose time
-    loop runs on BLAS's threads (`runs_on_blas_threads`): they go to those
-    threads too, as one call, while the workers are awake anyway.
+    `xp.matmul`: inside a threaded `looped_matmul` context, a recurrent op's
+    other products go whole to BLAS's threads, awake for its loop anyway.
 
-    The choice depends on shapes, thread counts and the caller's flag, never on
-    timing, so a seeded run repeats bit for bit. (A split gave the same bits as
+    The choice depends on shapes, thread counts and where the call is made, never
+    on timing, so a seeded run repeats bit for bit. (A split gave the same bits as
     one single-threaded call on every shape tried here; BLAS's own threads did
     not, on the shapes where they split the inner dimension.)
     """
@@ -207,9 +205,6 @@ def matmul(xp: Any, a: Any, b: Any, out: Any = None, on_blas_threads: bool = Fal
     cols = b.shape[1]
     if out is None:
         out = xp.empty((rows, cols), dtype=xp.result_type(a, b))
-    if on_blas_threads and xp is np and owns_blas():
-        with _blas_on_pool_threads():
-            return np.matmul(a, b, out=out)
     if xp is not np or rows * cols * inner < _SPLIT_MACS or not owns_blas():
         return xp.matmul(a, b, out=out)
     if rows >= cols:
@@ -224,23 +219,18 @@ def looped_matmul(xp: Any, a_shape: tuple[int, ...], b_shape: tuple[int, ...]) -
     """The matmul for a time loop of same-shape products, as a context.
 
     A step's product is too small to pay for waking a pool thread each step, so
-    products of at least `_THREADED_MACS` get BLAS's own threads for the loop:
-    its workers spin-wait between calls and answer at once. BLAS goes back to one
-    thread after the loop.
+    on NumPy, with the library owning BLAS, products of at least `_THREADED_MACS`
+    multiply-adds get BLAS's own threads for the loop: its workers spin-wait
+    between calls and answer at once. `matmul` called inside the context then
+    leaves its products whole to those threads too. BLAS goes back to one thread
+    after the context. A shape-only rule, so a seeded run repeats bit for bit.
     """
-    if not runs_on_blas_threads(xp, a_shape, b_shape):
+    macs = math.prod(a_shape) * b_shape[-1]
+    if xp is not np or macs < _THREADED_MACS or not owns_blas():
         yield xp.matmul
         return
     with _blas_on_pool_threads():
         yield xp.matmul
-
-
-def runs_on_blas_threads(xp: Any, a_shape: tuple[int, ...], b_shape: tuple[int, ...]) -> bool:
-    """Whether a time loop of (a_shape) @ (b_shape) products runs on BLAS's own threads
-    (`looped_matmul`): NumPy, the library owning BLAS, and at least `_THREADED_MACS`
-    multiply-adds a product. A shape-only rule, so a seeded run repeats bit for bit."""
-    macs = math.prod(a_shape) * b_shape[-1]
-    return xp is np and macs >= _THREADED_MACS and owns_blas()
 
 
 def owns_blas() -> bool:

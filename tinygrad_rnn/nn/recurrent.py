@@ -245,7 +245,7 @@ def fused_layer(
     x_features = x_data.transpose(2, 1, 0)  # (D, T, N)
     x_by_dir = [x_features if d == 0 else x_features[:, ::-1] for d in range(dirs)]
     inputs = None  # (dirs, D + 1, T * N): [x; 1] per step, for the input projection
-    pre_x_steps = None
+    pre_x = pre_x_steps = None  # (dirs, G*H, T * N): that projection, made before the loop
     if folds_input:
         for d in range(dirs):
             stacked[d, :T, H : H + D] = x_by_dir[d].transpose(1, 0, 2)
@@ -256,13 +256,8 @@ def fused_layer(
         inputs[:, D] = 1
         inputs = inputs.reshape(dirs, D + 1, T * N)
         pre_x = ws.empty("pre_x", (dirs, GH, T * N), dtype)
-        # All steps, one matmul per direction; on BLAS's threads if the loop will be.
-        step_shape = w_hidden.shape[1:] if dirs == 1 else w_hidden.shape  # as w_step below
-        loop_threaded = threads.runs_on_blas_threads(xp, step_shape, (K, N))
-        for d in range(dirs):
-            threads.matmul(xp, w_input[d], inputs[d], out=pre_x[d], on_blas_threads=loop_threaded)
-        pre_x = pre_x.reshape(dirs, GH, T, N)
-        pre_x_steps = pre_x[0].swapaxes(0, 1) if dirs == 1 else pre_x.transpose(2, 0, 1, 3)
+        by_step = pre_x.reshape(dirs, GH, T, N)
+        pre_x_steps = by_step[0].swapaxes(0, 1) if dirs == 1 else by_step.transpose(2, 0, 1, 3)
 
     extra = [ws.empty(f"state{k}", (dirs, T + 1, H, N), dtype) for k in range(1, cell.state_count)]
     for k, st in enumerate([stacked[:, :, :H], *extra]):
@@ -282,7 +277,12 @@ def fused_layer(
     w_step = w_hidden[0] if dirs == 1 else w_hidden
     keep = None if padding is None else _by_step(padding.keep)
     copyto = xp.copyto
+    # The loop's products on BLAS's threads when they are big enough (`looped_matmul`), and
+    # the input projection before it too: `threads.matmul` inside the context is one call.
     with threads.looped_matmul(xp, w_step.shape, operands[0][0].shape) as step_matmul:
+        if pre_x is not None:  # all steps, one matmul per direction
+            for d in range(dirs):
+                threads.matmul(xp, w_input[d], inputs[d], out=pre_x[d])
         for s, (stacked_s, projection_s) in enumerate(operands):
             step_matmul(w_step, stacked_s, out=projection_s)
             step(s)
@@ -353,8 +353,8 @@ def fused_layer(
         # computing its factors and running its steps.
         chunk = max(1, _CHUNK_BYTES // (dirs * GH * N * dtype.itemsize))
         # The loop's products, and the all-step ones after it, on BLAS's threads (the
-        # same threads for both, awake already) when the step product is big enough.
-        back_threaded = threads.runs_on_blas_threads(xp, w_back.shape, d_pre_h_steps[0].shape)
+        # same threads for both, awake already) when the step product is big enough:
+        # inside the context, `threads.matmul` is one call on them.
         with threads.looped_matmul(xp, w_back.shape, d_pre_h_steps[0].shape) as back_matmul:
             for stop in range(T, 0, -chunk):
                 steps = slice(max(stop - chunk, 0), stop)
@@ -375,49 +375,49 @@ def fused_layer(
                         spare += direct
                     dh, spare = spare, dh
 
-        # All steps at once: weight, bias and input gradients, one matmul each.
-        weight_grads = []
-        dx_steps = None  # (T, N, D), time order
-        for d in range(dirs):
-            if rows_last:
-                dz_x, dz_h = d_pre_x[d].reshape(GH, T * N), d_pre_h[d].reshape(GH, T * N)
-            else:
-                dz_x = ws.empty("dz_x", (GH, T, N), dtype)
-                dz_x[...] = d_pre_x[d].swapaxes(0, 1)
-                dz_x = dz_h = dz_x.reshape(GH, T * N)
-                if not cell.shares_gate_grads:
-                    dz_h = ws.empty("dz_h", (GH, T, N), dtype)
-                    dz_h[...] = d_pre_h[d].swapaxes(0, 1)
-                    dz_h = dz_h.reshape(GH, T * N)
-            # [h; (x;) 1] of every step as (T*N, K) rows: a C-contiguous right operand.
-            entering = ws.empty("entering", (T, N, K), dtype)
-            entering[...] = stacked[d, :T].swapaxes(1, 2)
-            entering = entering.reshape(T * N, K)
-            d_hidden = threads.matmul(xp, dz_h, entering, out=ws.empty("d_hidden", (GH, K), dtype),
-                                      on_blas_threads=back_threaded)  # fmt: skip
-            if folds_input:
-                d_input, w_x = d_hidden[:, H:], w_hidden[d, :, H : H + D]
-            else:
-                d_input = ws.empty("d_input", (GH, D + 1), dtype)
-                threads.matmul(xp, dz_x, inputs[d].T, out=d_input, on_blas_threads=back_threaded)
-                w_x = w_input[d, :, :D]
-            weight_grads += [
-                _pytorch_rows(xp, cell, d_input[:, :D]),
-                _pytorch_rows(xp, cell, d_hidden[:, :H]),
-                _pytorch_rows(xp, cell, d_input[:, D]),
-                _pytorch_rows(xp, cell, d_hidden[:, K - 1]),
-            ]
-            if x.requires_grad:
-                # As (T*N, D) rows: BLAS is faster with the long side as rows.
-                part = threads.matmul(xp, dz_x.T, w_x, out=ws.empty("dx_part", (T * N, D), dtype),
-                                      on_blas_threads=back_threaded)  # fmt: skip
-                part = part.reshape(T, N, D)
-                part = part if d == 0 else part[::-1]
-                if dx_steps is None:
-                    dx_steps = ws.empty("dx_steps", (T, N, D), dtype)
-                    dx_steps[...] = part
+            # All steps at once: weight, bias and input gradients, one matmul each.
+            weight_grads = []
+            dx_steps = None  # (T, N, D), time order
+            for d in range(dirs):
+                if rows_last:
+                    dz_x, dz_h = d_pre_x[d].reshape(GH, T * N), d_pre_h[d].reshape(GH, T * N)
                 else:
-                    dx_steps += part
+                    dz_x = ws.empty("dz_x", (GH, T, N), dtype)
+                    dz_x[...] = d_pre_x[d].swapaxes(0, 1)
+                    dz_x = dz_h = dz_x.reshape(GH, T * N)
+                    if not cell.shares_gate_grads:
+                        dz_h = ws.empty("dz_h", (GH, T, N), dtype)
+                        dz_h[...] = d_pre_h[d].swapaxes(0, 1)
+                        dz_h = dz_h.reshape(GH, T * N)
+                # [h; (x;) 1] of every step as (T*N, K) rows: a C-contiguous right operand.
+                entering = ws.empty("entering", (T, N, K), dtype)
+                entering[...] = stacked[d, :T].swapaxes(1, 2)
+                entering = entering.reshape(T * N, K)
+                d_hidden = ws.empty("d_hidden", (GH, K), dtype)
+                threads.matmul(xp, dz_h, entering, out=d_hidden)
+                if folds_input:
+                    d_input, w_x = d_hidden[:, H:], w_hidden[d, :, H : H + D]
+                else:
+                    d_input = ws.empty("d_input", (GH, D + 1), dtype)
+                    threads.matmul(xp, dz_x, inputs[d].T, out=d_input)
+                    w_x = w_input[d, :, :D]
+                weight_grads += [
+                    _pytorch_rows(xp, cell, d_input[:, :D]),
+                    _pytorch_rows(xp, cell, d_hidden[:, :H]),
+                    _pytorch_rows(xp, cell, d_input[:, D]),
+                    _pytorch_rows(xp, cell, d_hidden[:, K - 1]),
+                ]
+                if x.requires_grad:
+                    # As (T*N, D) rows: BLAS is faster with the long side as rows.
+                    part = ws.empty("dx_part", (T * N, D), dtype)
+                    threads.matmul(xp, dz_x.T, w_x, out=part)
+                    part = part.reshape(T, N, D)
+                    part = part if d == 0 else part[::-1]
+                    if dx_steps is None:
+                        dx_steps = ws.empty("dx_steps", (T, N, D), dtype)
+                        dx_steps[...] = part
+                    else:
+                        dx_steps += part
         dx = None
         if dx_steps is not None:  # handed out: a fresh array
             dx = xp.empty((N, T, D), dtype=dtype)
