@@ -505,17 +505,16 @@ def prepare(name: str, opts: Options) -> Prepared:
     """Prepare recipe `name` with the user's options."""
     rec = get_recipe(name)
     prepared = rec.build(opts, rec)
-    if opts.init is not None:  # --init overrides whatever the recipe chose
-        prepared.spec = replace(prepared.spec, init=opts.init)
-    if opts.embedding_std is not None:  # and so does --embedding-std
-        if prepared.spec.vocab_size is None:
-            raise ValueError(
-                f"--embedding-std: recipe {name!r} has no embedding (its inputs are real "
-                f"values); got --embedding-std {opts.embedding_std}"
-            )
-        prepared.spec = replace(prepared.spec, embedding_std=opts.embedding_std)
-    if opts.forget_bias is not None:  # ModelSpec refuses it for a cell other than an LSTM
-        prepared.spec = replace(prepared.spec, forget_bias=opts.forget_bias)
+    # The user's init settings override the recipe's; ModelSpec checks them (a forget
+    # bias for a GRU, say) as it is rebuilt.
+    chosen = {k: getattr(opts, k) for k in ("init", "embedding_std", "forget_bias")}
+    chosen = {k: v for k, v in chosen.items() if v is not None}
+    if "embedding_std" in chosen and prepared.spec.vocab_size is None:
+        raise ValueError(
+            f"--embedding-std: recipe {name!r} has no embedding (its inputs are real "
+            f"values); got --embedding-std {opts.embedding_std}"
+        )
+    prepared.spec = replace(prepared.spec, **chosen)
     prepared.extra.update(
         {
             "recipe": name,
