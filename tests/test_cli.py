@@ -115,6 +115,17 @@ def test_bad_lr_decay_is_one_clear_line(bad):
     assert_one_line_error(cli("train", "sine", "--lr-decay", bad), "--lr-decay", repr(bad))
 
 
+def test_clip_percentile_flag_reaches_the_config(tmp_path):
+    metrics = short_sine_run(tmp_path / "run", "--clip-percentile", "10")
+    assert metrics["config"]["train"]["clip_percentile"] == 10.0
+
+
+@pytest.mark.parametrize("bad", ["0", "101", "nan", "most"])
+def test_bad_clip_percentile_is_one_clear_line(bad):
+    result = cli("train", "sine", "--clip-percentile", bad)
+    assert_one_line_error(result, "--clip-percentile", repr(bad))
+
+
 def test_embedding_std_on_a_recipe_without_embedding_is_one_clear_line():
     assert_one_line_error(
         cli("train", "sine", "--embedding-std", "0.5"), "--embedding-std", "'sine' has no embedding"

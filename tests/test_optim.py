@@ -271,6 +271,71 @@ def test_clip_grad_norm_leaves_small_gradients_alone_and_counts_ties_once():
     assert nn.clip_grad_norm(_params(), 1.0) == 0.0  # no gradients at all
 
 
+# ---- AdaptiveClip (AutoClip) -----------------------------------------------------
+@settings(deadline=None, max_examples=30)
+@given(
+    percentile=st.floats(1.0, 100.0),
+    scales=st.lists(st.floats(1e-3, 1e3), min_size=1, max_size=40),
+    max_norm=st.none() | st.floats(0.01, 100.0),
+)
+def test_adaptive_clip_bounds_each_step_by_the_percentile_of_the_norms_so_far(
+    percentile, scales, max_norm
+):
+    clip = nn.AdaptiveClip(percentile, max_norm)
+    params = _params()
+    seen = []
+    for step, scale in enumerate(scales):
+        _set_grads(params, [g * scale for g in _grads(step)], skip=1)
+        before = [host(p.grad).copy() if p.grad is not None else None for p in params]
+        norm = clip(params)
+        seen.append(norm)
+        bound = float(np.percentile(seen, percentile))
+        if max_norm is not None:
+            bound = min(bound, max_norm)
+        assert clip.limit() == pytest.approx(np.percentile(seen, percentile), rel=1e-12)
+        grads = [host(p.grad) for p in params if p.grad is not None]
+        after = math.sqrt(sum(float(np.sum(g**2)) for g in grads))
+        assert after == pytest.approx(min(norm, bound), rel=1e-5)
+        ratio = after / norm  # one scale for every gradient: the direction is kept
+        for p, g in zip(params, before):
+            if g is not None:
+                np.testing.assert_allclose(host(p.grad), g * ratio, rtol=1e-5, atol=1e-12)
+    assert clip.history == seen
+
+
+def test_adaptive_clip_cuts_a_burst_to_the_usual_size_and_its_history_round_trips():
+    (p,) = _params()[:1]
+    clip = nn.AdaptiveClip(10.0, max_norm=5.0)
+    for _ in range(20):  # a run of steps with norm 1
+        p.grad = tr.tensor(np.full(p.shape, 1 / math.sqrt(p.size))).data
+        assert clip([p]) == pytest.approx(1.0)
+    p.grad = tr.tensor(np.full(p.shape, 4 / math.sqrt(p.size))).data  # a burst, under max_norm
+    assert clip([p]) == pytest.approx(4.0)
+    assert np.linalg.norm(host(p.grad)) == pytest.approx(1.0, rel=1e-5)  # back to the usual
+
+    restored = nn.AdaptiveClip(10.0, max_norm=5.0)
+    restored.load_state_dict(clip.state_dict())
+    assert restored.history == clip.history and restored.limit() == clip.limit()
+
+
+@pytest.mark.parametrize("bad", [0, -5, 101, math.nan, True, "10"])
+def test_adaptive_clip_refuses_a_bad_percentile_by_name(bad):
+    with pytest.raises(ValueError, match=r"percentile must be in \(0, 100\]") as err:
+        nn.AdaptiveClip(bad)
+    assert repr(bad) in str(err.value)
+
+
+def test_adaptive_clip_skips_a_non_finite_norm_without_recording_it():
+    params = _params()
+    _set_grads(params, _grads(0))
+    params[0].grad[0] = math.nan
+    clip = nn.AdaptiveClip(50.0)
+    with pytest.raises(FloatingPointError, match="AdaptiveClip"):
+        clip(params)
+    assert not math.isfinite(clip(params, error_if_nonfinite=False))
+    assert clip.history == []
+
+
 @pytest.mark.parametrize("bad", [math.nan, math.inf])
 def test_clip_grad_norm_refuses_a_non_finite_norm_or_reports_it(bad):
     params = _params()

@@ -4,6 +4,7 @@ interrupts, checkpoints and exact resume."""
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -132,6 +133,26 @@ def test_lr_is_divided_when_validation_stops_improving():
     assert trainer.stopped_early
 
 
+def test_autoclip_clips_every_step_to_the_percentile_of_the_norms_so_far():
+    trainer = make_stateless(epochs=1, clip=1e3, clip_percentile=25.0)
+    seen = []
+    original = trainer.optimizer.step
+
+    def step():  # the gradients as the optimizer gets them, against the clipper's record
+        params = trainer.model.parameters()
+        seen.append(math.sqrt(sum(float(np.sum(p.grad.astype(np.float64) ** 2)) for p in params)))
+        original()
+
+    trainer.optimizer.step = step
+    trainer.fit()
+    history = trainer.clipper.history
+    assert len(history) == len(seen) == trainer.step
+    for i, norm in enumerate(seen):
+        bound = min(np.percentile(history[: i + 1], 25.0), 1e3)
+        assert norm == pytest.approx(min(history[i], bound), rel=1e-4)
+    assert sum(h > n * 1.01 for h, n in zip(history, seen)) > trainer.step // 2  # it binds
+
+
 def test_metrics_json_is_rewritten_after_every_epoch(tmp_path):
     trainer = make_stateless(tmp_path, epochs=2)
     epochs_seen = []
@@ -176,16 +197,19 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     assert (tmp_path / "checkpoint.npz").read_bytes() == good
 
 
+@pytest.mark.parametrize("clip", [{}, {"clip_percentile": 10.0}], ids=["plain", "autoclip"])
 @pytest.mark.parametrize("make", [make_stateless, make_stateful])
-def test_resume_mid_epoch_ends_with_the_same_weights(tmp_path, make):
-    full = make(tmp_path / "full")
+def test_resume_mid_epoch_ends_with_the_same_weights(tmp_path, make, clip):
+    full = make(tmp_path / "full", **clip)
     full.fit()
     steps_per_epoch = len(full.loader)
 
-    first = make(tmp_path / "cut", max_steps=steps_per_epoch + 3)  # stop mid-epoch 2
+    first = make(tmp_path / "cut", max_steps=steps_per_epoch + 3, **clip)  # stop mid-epoch 2
     first.fit()
-    second = make(tmp_path / "cut")
+    second = make(tmp_path / "cut", **clip)
     second.resume(tmp_path / "cut")
+    if clip:  # AutoClip's norms came back with the checkpoint: it clips as before the cut
+        assert second.clipper.history == first.clipper.history
     assert second.step == steps_per_epoch + 3
     second.fit()
     assert second.step == full.step

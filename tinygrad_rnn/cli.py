@@ -57,7 +57,7 @@ def _options(args: argparse.Namespace):
         data=args.data, checkpoint_every=args.checkpoint_every, quiet=args.quiet,
         large=args.large, reverse=args.reverse, peeky=args.peeky, attention=args.attention,
         init=args.init, embedding_std=args.embedding_std, forget_bias=args.forget_bias,
-        lr_decay=args.lr_decay,
+        lr_decay=args.lr_decay, clip_percentile=args.clip_percentile,
     )
 
 
@@ -284,6 +284,10 @@ def build_parser() -> argparse.ArgumentParser:
                    type=_float_arg(lambda v: 1 <= v < math.inf, "a number >= 1"),
                    help="divide the lr by K whenever validation stops improving; 1 keeps it "
                         "constant (default: the recipe's)")
+    p.add_argument("--clip-percentile", metavar="P",
+                   type=_float_arg(lambda v: 0 < v <= 100, "a number in (0, 100]"),
+                   help="clip each step's gradient norm to the P-th percentile of the norms "
+                        "seen so far (AutoClip); the recipe's clip stays an upper bound")
     p.add_argument("--init", choices=("textbook", "pytorch"),
                    help="weight init (default: the recipe's; textbook for ptb, addition, date)")
     p.add_argument("--embedding-std", metavar="STD",

@@ -5,13 +5,13 @@ size, V vocabulary, L layers.
 """
 
 from . import functional, init
-from .clip import clip_grad_norm
+from .clip import AdaptiveClip, clip_grad_norm
 from .layers import Dropout, Embedding, Linear
 from .module import Module, ModuleList, Parameter
 from .recurrent import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell
 
 __all__ = [
     "Module", "ModuleList", "Parameter",
-    "Linear", "Embedding", "Dropout", "clip_grad_norm", "functional", "init",
+    "Linear", "Embedding", "Dropout", "AdaptiveClip", "clip_grad_norm", "functional", "init",
     "RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell",
 ]  # fmt: skip

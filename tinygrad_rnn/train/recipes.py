@@ -50,6 +50,7 @@ class Options:
     embedding_std: float | None = None  # None: the recipe's own choice
     forget_bias: float | None = None  # None: the recipe's own choice
     lr_decay: float | None = None  # None: the recipe's own; 1: a constant lr
+    clip_percentile: float | None = None  # None: the recipe's own (AutoClip, see TrainConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able copy, stored in checkpoints so a run can be rebuilt."""
@@ -131,7 +132,7 @@ def _is_plugin_variant(cls: type, allowed: set[str]) -> bool:
 
 def _config(opts: Options, **defaults: Any) -> TrainConfig:
     values = dict(defaults)
-    for key in ("epochs", "max_steps", "batch_size", "lr", "checkpoint_every"):
+    for key in ("epochs", "max_steps", "batch_size", "lr", "checkpoint_every", "clip_percentile"):
         if getattr(opts, key) is not None:
             values[key] = getattr(opts, key)
     if opts.lr_decay is not None:  # 1 divides by nothing: the lr stays constant

@@ -35,7 +35,7 @@ from .. import checkpoint as ckpt
 from .. import optim
 from ..backend import get_backend, to_host
 from ..data import DataLoader, StatefulBatcher, check_not_shuffled
-from ..nn import clip_grad_norm
+from ..nn import AdaptiveClip, clip_grad_norm
 from ..random import get_rng_state, set_rng_state
 from ..tensor import Tensor, no_grad
 from ..threads import blas_threads, get_num_threads
@@ -65,6 +65,8 @@ class TrainConfig:
     lr: float = 1e-3
     momentum: float = 0.9
     clip: float | None = None  # max gradient norm
+    clip_percentile: float | None = None  # AutoClip: clip each step to this percentile of
+    # the gradient norms seen so far (`clip`, if set, stays an upper bound)
     shuffle: bool | None = None  # None: by policy (stateless yes, stateful never); True on
     # a stateful topology is an error
     seed: int = 0
@@ -82,6 +84,8 @@ class TrainConfig:
             raise ValueError(f"lr must be > 0; got {self.lr}")
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"max_steps must be >= 1; got {self.max_steps}")
+        if self.clip_percentile is not None and not 0 < self.clip_percentile <= 100:
+            raise ValueError(f"clip_percentile must be in (0, 100]; got {self.clip_percentile}")
         if self.checkpoint_every is not None and self.checkpoint_every < 1:
             raise ValueError(f"checkpoint_every must be >= 1; got {self.checkpoint_every}")
         if self.lr_decay is not None and self.lr_decay <= 1:
@@ -187,6 +191,9 @@ class Trainer:
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.extra = dict(extra or {})
         self.optimizer = optimizer or make_optimizer(config.optimizer, model.parameters(), config)
+        self.clipper = None  # AutoClip, when asked for; it keeps the norms' history
+        if config.clip_percentile is not None:
+            self.clipper = AdaptiveClip(config.clip_percentile, config.clip)
         # One rank is the single-process trainer, unchanged.
         self.comm = communicator if communicator is not None and communicator.size > 1 else None
         self.rank = 0 if self.comm is None else self.comm.rank
@@ -353,7 +360,9 @@ class Trainer:
                         loss_value, count, f"the gradient allreduce of step {self.step + 1}"
                     )
                     self._check_finite(loss_value)
-                if c.clip is not None:
+                if self.clipper is not None:
+                    self.clipper(params)
+                elif c.clip is not None:
                     clip_grad_norm(params, c.clip)
                 self.optimizer.step()
                 self.optimizer.zero_grad()
@@ -468,6 +477,8 @@ class Trainer:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         path = self.out_dir / CHECKPOINT_NAME
         arrays = {f"carried_{i}": a for i, a in enumerate(carried)}
+        if self.clipper is not None:
+            arrays["clip_history"] = self.clipper.state_dict()["history"]
         ckpt.save(path, self.model, self.optimizer, extra=extra, arrays=arrays)
         return path
 
@@ -508,6 +519,8 @@ class Trainer:
             carried = distributed.rank_slice(
                 carried, self.rank, self.comm.size, distributed.state_batch_axis(self.topology)
             )
+        if self.clipper is not None and "clip_history" in arrays:
+            self.clipper.load_state_dict({"history": arrays["clip_history"]})
         if carried:
             target = get_backend(self.model.parameters()[0].backend)
             tensors = [Tensor(target.asarray(a)) for a in carried]
