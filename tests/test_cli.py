@@ -126,6 +126,11 @@ def test_bad_clip_percentile_is_one_clear_line(bad):
     assert_one_line_error(result, "--clip-percentile", repr(bad))
 
 
+@pytest.mark.parametrize("bad", ["-1", "1.5", "one"])
+def test_bad_min_padding_is_one_clear_line(bad):
+    assert_one_line_error(cli("train", "date", "--min-padding", bad), "--min-padding", repr(bad))
+
+
 def test_embedding_std_on_a_recipe_without_embedding_is_one_clear_line():
     assert_one_line_error(
         cli("train", "sine", "--embedding-std", "0.5"), "--embedding-std", "'sine' has no embedding"

@@ -94,6 +94,24 @@ def test_unpadded_lines_are_padded_with_spaces(tmp_path):
     assert sorted(data.decode(data.t_train)) == ["_2 ", "_20"]
 
 
+def test_min_padding_gives_every_question_that_many_spaces_the_longest_too(tmp_path):
+    path = tmp_path / "pairs.txt"
+    path.write_text("1+1_2\n10+10_20\n", encoding="utf-8")
+    data = load_seq2seq(path, test_fraction=0.0, min_padding=2, reverse_input=True)
+    assert data.x_train.shape == (2, 7) and data.t_train.shape == (2, 3)  # answers unchanged
+    assert sorted(data.decode_question(data.x_train)) == ["1+1    ", "10+10  "]
+    # reversed, every question starts with padding: the encoder's first input is the same
+    assert {q[:2] for q in data.decode(data.x_train)} == {"  "}
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, True, "1"])
+def test_a_bad_min_padding_is_refused_naming_it(tmp_path, bad):
+    path = tmp_path / "pairs.txt"
+    path.write_text("1+1_2\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=rf"min_padding must be an integer >= 0; got {bad!r}"):
+        load_seq2seq(path, min_padding=bad)
+
+
 def test_only_the_first_underscore_splits(tmp_path):
     path = tmp_path / "pairs.txt"
     path.write_text("ab_c_d\n", encoding="utf-8")

@@ -318,6 +318,17 @@ def test_adaptive_clip_cuts_a_burst_to_the_usual_size_and_its_history_round_trip
     assert restored.history == clip.history and restored.limit() == clip.limit()
 
 
+def test_adaptive_clip_at_the_100th_percentile_never_clips():
+    """The largest norm so far is never below this step's: 100 turns AutoClip off."""
+    (p,) = _params()[:1]
+    clip = nn.AdaptiveClip(100.0)
+    for scale in (1.0, 0.1, 50.0, 3.0):
+        g = np.full(p.shape, scale)
+        p.grad = tr.tensor(g).data
+        clip([p])
+        np.testing.assert_array_equal(host(p.grad), g)
+
+
 @pytest.mark.parametrize("bad", [0, -5, 101, math.nan, True, "10"])
 def test_adaptive_clip_refuses_a_bad_percentile_by_name(bad):
     with pytest.raises(ValueError, match=r"percentile must be in \(0, 100\]") as err:

@@ -153,11 +153,30 @@ def test_the_seq2seq_recipes_build_textbook_initialised_models(name, embedding_s
     assert not np.any(to_host(params["decoder.bias_hh_l0"]))
 
 
-@pytest.mark.parametrize("name", ["date", "addition"])
-def test_the_seq2seq_recipes_halve_adams_lr_when_validation_stalls(name):
+@pytest.mark.parametrize("name, width", [("date", 30), ("addition", 7)])
+def test_date_pads_every_question_and_min_padding_overrides_it(name, width):
+    """date's longest questions (29 characters) get a space too, so that reversed, every
+    question starts with padding; addition keeps the textbook's widths."""
+    from tinygrad_rnn.train.recipes import Options, prepare
+
+    data = shared_data_path("seq2seq", f"{name}.txt")
+    prepared = prepare(name, Options(data=data))
+    assert prepared.train[0].shape[1] == prepared.test[0].shape[1] == width
+    space = prepared.extra["vocab"]["tokens"].index(" ")
+    first = prepared.train[0][:, 0]  # the encoder's first input (date's input is reversed)
+    assert (first == space).all() == (name == "date")
+    textbook = prepare(name, Options(data=data, min_padding=0))
+    assert textbook.train[0].shape[1] == width - (name == "date")
+
+
+@pytest.mark.parametrize("name, percentile", [("date", 10.0), ("addition", None)])
+def test_the_seq2seq_recipes_halve_adams_lr_when_validation_stalls(name, percentile):
     from tinygrad_rnn.train.recipes import Options, prepare
 
     data = shared_data_path("seq2seq", f"{name}.txt")
     config = prepare(name, Options(data=data)).config
     assert (config.optimizer, config.lr, config.clip, config.lr_decay) == ("adam", 1e-3, 5.0, 2.0)
     assert prepare(name, Options(data=data, lr_decay=1)).config.lr_decay is None  # constant
+    # date clips each step to the 10th percentile of the norms so far (AutoClip), under 5.0
+    assert config.clip_percentile == percentile
+    assert prepare(name, Options(data=data, clip_percentile=100)).config.clip_percentile == 100

@@ -58,6 +58,7 @@ def _options(args: argparse.Namespace):
         large=args.large, reverse=args.reverse, peeky=args.peeky, attention=args.attention,
         init=args.init, embedding_std=args.embedding_std, forget_bias=args.forget_bias,
         lr_decay=args.lr_decay, clip_percentile=args.clip_percentile,
+        min_padding=args.min_padding,
     )
 
 
@@ -95,6 +96,17 @@ def _float_arg(accept: Callable[[float], bool], expected: str) -> Callable[[str]
         return value
 
     return parse
+
+
+def _non_negative_int(text: str) -> int:
+    """argparse type: an int >= 0, or an error naming the value."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0; got {text!r}")
+    return value
 
 
 def _positive_int(text: str) -> int:
@@ -288,6 +300,9 @@ def build_parser() -> argparse.ArgumentParser:
                    type=_float_arg(lambda v: 0 < v <= 100, "a number in (0, 100]"),
                    help="clip each step's gradient norm to the P-th percentile of the norms "
                         "seen so far (AutoClip); the recipe's clip stays an upper bound")
+    p.add_argument("--min-padding", metavar="N", type=_non_negative_int,
+                   help="seq2seq: spaces after every question, the longest included "
+                        "(default: the recipe's; date: 1, addition: 0)")
     p.add_argument("--init", choices=("textbook", "pytorch"),
                    help="weight init (default: the recipe's; textbook for ptb, addition, date)")
     p.add_argument("--embedding-std", metavar="STD",

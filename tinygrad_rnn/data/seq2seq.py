@@ -79,8 +79,8 @@ def read_pairs(path: str | os.PathLike) -> tuple[list[str], list[str]]:
     return questions, targets
 
 
-def _pad(strings: list[str]) -> tuple[list[str], int]:
-    width = max(len(s) for s in strings)
+def _pad(strings: list[str], min_padding: int = 0) -> tuple[list[str], int]:
+    width = max(len(s) for s in strings) + min_padding
     return [s.ljust(width) for s in strings], width
 
 
@@ -89,6 +89,7 @@ def load_seq2seq(
     reverse_input: bool = False,
     test_fraction: float = 0.1,
     seed: int | np.random.Generator | None = 1984,
+    min_padding: int = 0,
 ) -> Seq2SeqData:
     """Load a ``question_answer`` file as padded char ids with a seeded train/test split.
 
@@ -98,6 +99,9 @@ def load_seq2seq(
             faster.
         test_fraction: share of lines held out, ``floor(N * test_fraction)``, in [0, 1).
         seed: int or Generator for the split's permutation (never numpy's global RNG).
+        min_padding: spaces every question gets after its text, the longest included
+            (Tq grows by this). With ``reverse_input`` the padding comes first, so with 1
+            or more every question starts with the same character.
 
     Each line splits at its first ``_``; questions and targets (``_`` + answer) are padded with
     spaces to the longest of each (addition: Tq = 7, Ta = 5). The character vocabulary covers
@@ -105,11 +109,13 @@ def load_seq2seq(
     """
     if not 0.0 <= test_fraction < 1.0:
         raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction}")
+    if isinstance(min_padding, bool) or not isinstance(min_padding, int) or min_padding < 0:
+        raise ValueError(f"min_padding must be an integer >= 0; got {min_padding!r}")
     file = _resolve(path)
     questions, targets = read_pairs(file)
     if not questions:
         raise ValueError(f"{file} has no question_answer lines")
-    questions, q_width = _pad(questions)
+    questions, q_width = _pad(questions, min_padding)
     targets, t_width = _pad(targets)
     vocab = Vocab.build(
         (ch for q, t in zip(questions, targets) for ch in q + t), level="char", unk=None
