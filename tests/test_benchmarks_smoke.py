@@ -125,7 +125,8 @@ def test_date_reference_runs_and_reports(tmp_path):
     script = RUN.parent / "date_reference.py"
     out = tmp_path / "ref.json"
     done = subprocess.run(
-        [sys.executable, str(script), "--max-steps", "3", "--data", data, "--json", str(out)],
+        [sys.executable, str(script), "--max-steps", "3", "--data", data, "--json", str(out),
+         "--clip-percentile", "10", "--min-padding", "1"],
         capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
