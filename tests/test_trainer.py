@@ -153,6 +153,12 @@ def test_autoclip_clips_every_step_to_the_percentile_of_the_norms_so_far():
     assert sum(h > n * 1.01 for h, n in zip(history, seen)) > trainer.step // 2  # it binds
 
 
+@pytest.mark.parametrize("bad", [0, -1.0, 100.5, math.nan])
+def test_a_bad_clip_percentile_is_refused_naming_it(bad):
+    with pytest.raises(ValueError, match=rf"clip_percentile must be in \(0, 100\]; got {bad}"):
+        TrainConfig(clip_percentile=bad)
+
+
 def test_metrics_json_is_rewritten_after_every_epoch(tmp_path):
     trainer = make_stateless(tmp_path, epochs=2)
     epochs_seen = []
