@@ -169,6 +169,20 @@ def test_date_pads_every_question_and_min_padding_overrides_it(name, width):
     assert textbook.train[0].shape[1] == width - (name == "date")
 
 
+def test_a_date_checkpoint_from_before_min_padding_is_rebuilt_on_its_own_layout():
+    """Options saved before `min_padding` existed rebuild the unpadded questions that run
+    trained on; options saved since keep what they say."""
+    from tinygrad_rnn.train.recipes import Options, prepare
+
+    data = shared_data_path("seq2seq", "date.txt")
+    old = Options().to_dict()
+    del old["min_padding"]
+    old["data"] = data
+    assert prepare("date", Options.from_dict(old)).test[0].shape[1] == 29
+    new = Options(data=data).to_dict()
+    assert prepare("date", Options.from_dict(new)).test[0].shape[1] == 30
+
+
 @pytest.mark.parametrize("name, percentile", [("date", 10.0), ("addition", None)])
 def test_the_seq2seq_recipes_halve_adams_lr_when_validation_stalls(name, percentile):
     from tinygrad_rnn.train.recipes import Options, prepare

@@ -57,6 +57,19 @@ class Options:
         """JSON-able copy, stored in checkpoints so a run can be rebuilt."""
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
+    @classmethod
+    def from_dict(cls, saved: dict[str, Any]) -> Options:
+        """The options a checkpoint stored. A field the checkpoint predates takes the value
+        its run had, where a recipe's default has changed since (see `_PREDATED`)."""
+        return cls(**{**_PREDATED, **saved})
+
+
+# Fields added after checkpoints were written, whose recipe default changed the data a run
+# reads: the value that rebuilds such a checkpoint's run. (date pads every question since
+# min_padding exists; before, it padded none, and evaluating an older run on the new layout
+# would report another number than it had.)
+_PREDATED: dict[str, Any] = {"min_padding": 0}
+
 
 @dataclass
 class Prepared:
