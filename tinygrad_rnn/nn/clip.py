@@ -94,7 +94,7 @@ class AdaptiveClip:
 
     Why: a recurrent network's gradient can jump a hundredfold in one step (its
     dynamics near an unstable region). Adam divides by a second moment that still
-    remembers a thousand small steps, so a jump becomes a step several times the
+    remembers a thousand small steps, so a jump becomes a step many times the
     usual size, which makes the next gradient bigger still: a loss spike, from
     which a converged model takes hundreds of steps to recover. A fixed bound set
     for the first steps (the norms fall a hundredfold while training) never binds
