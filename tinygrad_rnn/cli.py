@@ -98,26 +98,19 @@ def _float_arg(accept: Callable[[float], bool], expected: str) -> Callable[[str]
     return parse
 
 
-def _non_negative_int(text: str) -> int:
-    """argparse type: an int >= 0, or an error naming the value."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0; got {text!r}")
-    return value
+def _int_at_least(low: int) -> Callable[[str], int]:
+    """argparse type: an int >= `low`, or an error naming the value."""
 
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = low - 1  # accepted by no test below
+        if value < low:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {low}; got {text!r}")
+        return value
 
-def _positive_int(text: str) -> int:
-    """argparse type: an int >= 1, or an error naming the value."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1; got {text!r}")
-    return value
+    return parse
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -252,7 +245,7 @@ class _OneLineParser(argparse.ArgumentParser):
 
 
 def _add_threads(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--threads", type=_positive_int, metavar="N",
+    parser.add_argument("--threads", type=_int_at_least(1), metavar="N",
                         help="CPU threads (default: all this process may use, or "
                              "$TINYGRAD_RNN_NUM_THREADS); results differ in rounding by count")
 
@@ -300,7 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
                    type=_float_arg(lambda v: 0 < v <= 100, "a number in (0, 100]"),
                    help="clip each step's gradient norm to the P-th percentile of the norms "
                         "seen so far (AutoClip); the recipe's clip stays an upper bound")
-    p.add_argument("--min-padding", metavar="N", type=_non_negative_int,
+    p.add_argument("--min-padding", metavar="N", type=_int_at_least(0),
                    help="seq2seq: spaces after every question, the longest included "
                         "(default: the recipe's; date: 1, addition: 0)")
     p.add_argument("--init", choices=("textbook", "pytorch"),
