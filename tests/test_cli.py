@@ -126,6 +126,21 @@ def test_embedding_std_on_a_recipe_without_embedding_is_one_clear_line():
     )
 
 
+@pytest.mark.parametrize(
+    "recipe, flags, named",
+    [
+        ("sine", ["--attention"], "--attention"),
+        ("sine", ["--data", "x.txt"], "--data"),
+        ("ptb", ["--min-padding", "0", "--peeky"], "--peeky, --min-padding"),
+        ("addition", ["--large"], "--large"),
+        ("waves", ["--no-reverse"], "--reverse/--no-reverse"),
+    ],
+)
+def test_a_flag_the_recipe_does_not_read_is_one_clear_line(recipe, flags, named):
+    """Not silently ignored: the line names the flags and what the recipe takes."""
+    assert_one_line_error(cli("train", recipe, *flags), f"recipe {recipe!r} does not read {named}")
+
+
 def test_resume_continues_a_run(tmp_path):
     out = tmp_path / "run"
     assert cli("train", "sine", "--max-steps", "3", "--out", str(out), "--quiet").returncode == 0

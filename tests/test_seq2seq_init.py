@@ -169,18 +169,26 @@ def test_date_pads_every_question_and_min_padding_overrides_it(name, width):
     assert textbook.train[0].shape[1] == width - (name == "date")
 
 
-def test_a_date_checkpoint_from_before_min_padding_is_rebuilt_on_its_own_layout():
-    """Options saved before `min_padding` existed rebuild the unpadded questions that run
-    trained on; options saved since keep what they say."""
+def test_a_date_checkpoint_is_rebuilt_on_the_layout_its_run_trained_on():
+    """A checkpoint keeps the resolved data layout, so a later change of the recipe's
+    default does not change what it is evaluated on; one written before the layout was
+    stored (and before `min_padding` existed) rebuilds its unpadded questions."""
     from tinygrad_rnn.train.recipes import Options, prepare
 
     data = shared_data_path("seq2seq", "date.txt")
-    old = Options().to_dict()
-    del old["min_padding"]
-    old["data"] = data
-    assert prepare("date", Options.from_dict(old)).test[0].shape[1] == 29
-    new = Options(data=data).to_dict()
-    assert prepare("date", Options.from_dict(new)).test[0].shape[1] == 30
+    extra = prepare("date", Options(data=data)).extra
+    assert extra["data_layout"] == {"reverse": True, "min_padding": 1}
+    assert extra["options"]["min_padding"] is None  # the user's option: "the default"
+    assert prepare("date", Options.from_checkpoint(extra)).test[0].shape[1] == 30
+    # Were the default to change, the stored layout still holds: rebuilt as trained.
+    extra["data_layout"] = {"reverse": False, "min_padding": 3}
+    rebuilt = prepare("date", Options.from_checkpoint(extra))
+    assert rebuilt.test[0].shape[1] == 32 and rebuilt.extra["reverse_input"] is False
+
+    old = {"options": Options(data=data).to_dict(), "reverse_input": True}
+    del old["options"]["min_padding"]
+    rebuilt = prepare("date", Options.from_checkpoint(old))
+    assert rebuilt.test[0].shape[1] == 29 and rebuilt.extra["reverse_input"] is True
 
 
 @pytest.mark.parametrize("name, percentile", [("date", 10.0), ("addition", None)])

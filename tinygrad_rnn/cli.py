@@ -128,7 +128,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             raise UsageError(f"--resume: no checkpoint at {path}")
         saved = checkpoint.read_extra(path)
         recipe = saved["recipe"]
-        opts = Options.from_dict(saved["options"])
+        opts = Options.from_checkpoint(saved)
         for key in ("epochs", "max_steps", "checkpoint_every"):  # a resumed run may go further
             if getattr(args, key) is not None:
                 setattr(opts, key, getattr(args, key))
@@ -187,7 +187,7 @@ def _load_run(target: str):
     topology, model = rebuild_model(extra)
     checkpoint.load(path, model)
     model.eval()
-    return path, extra, Options.from_dict(extra["options"]), topology, model
+    return path, extra, Options.from_checkpoint(extra), topology, model
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:

@@ -58,17 +58,30 @@ class Options:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
     @classmethod
-    def from_dict(cls, saved: dict[str, Any]) -> Options:
-        """The options a checkpoint stored. A field the checkpoint predates takes the value
-        its run had, where a recipe's default has changed since (see `_PREDATED`)."""
-        return cls(**{**_PREDATED, **saved})
+    def from_checkpoint(cls, extra: dict[str, Any]) -> Options:
+        """The options that rebuild a checkpoint's run on the data it trained on.
+
+        The user's options, with the data layout the run resolved (`data_layout` in the
+        checkpoint) in place of "the recipe's default": a recipe whose default layout
+        changes later still rebuilds an older run as it was, so evaluating it reports
+        the number it had. A seq2seq checkpoint written before the layout was stored
+        padded no question (date pads one space since)."""
+        layout = extra.get("data_layout")
+        if layout is None and "reverse_input" in extra:
+            layout = {"reverse": extra["reverse_input"], "min_padding": 0}
+        return cls(**{**extra["options"], **(layout or {})})
 
 
-# Fields added after checkpoints were written, whose recipe default changed the data a run
-# reads: the value that rebuilds such a checkpoint's run. (date pads every question since
-# min_padding exists; before, it padded none, and evaluating an older run on the new layout
-# would report another number than it had.)
-_PREDATED: dict[str, Any] = {"min_padding": 0}
+# Options only some recipes read, and the recipes' flags for them: any other recipe
+# refuses them (see `prepare`) rather than silently training without them.
+RECIPE_OPTIONS = {
+    "data": "--data",
+    "large": "--large",
+    "reverse": "--reverse/--no-reverse",
+    "peeky": "--peeky",
+    "attention": "--attention",
+    "min_padding": "--min-padding",
+}
 
 
 @dataclass
@@ -96,19 +109,31 @@ class Recipe:
     topology: str
     allowed: tuple[str, ...]
     build: Callable[[Options, Any], Prepared]
+    options: tuple[str, ...] = ()  # which of RECIPE_OPTIONS it reads
 
 
 RECIPES: dict[str, Recipe] = {}
 
 
-def recipe(name: str, description: str, topology: str, allowed: tuple[str, ...] = ()):
+def recipe(
+    name: str,
+    description: str,
+    topology: str,
+    allowed: tuple[str, ...] = (),
+    options: tuple[str, ...] = (),
+):
     """Decorator: register `fn(options, recipe) -> Prepared` as recipe `name`.
 
     `topology` is the default; `allowed` lists the topologies that suit the
-    recipe's data (a plugin subclassing one of them is accepted too).
+    recipe's data (a plugin subclassing one of them is accepted too); `options`
+    names the fields of RECIPE_OPTIONS the recipe reads.
     """
+    unknown = set(options) - set(RECIPE_OPTIONS)
+    if unknown:
+        raise ValueError(f"recipe {name!r}: options {sorted(unknown)} are not in RECIPE_OPTIONS")
+
     def decorate(fn: Callable[[Options, Any], Prepared]) -> Callable[[Options, Any], Prepared]:
-        RECIPES[name] = Recipe(name, description, topology, allowed or (topology,), fn)
+        RECIPES[name] = Recipe(name, description, topology, allowed or (topology,), fn, options)
         return fn
 
     return decorate
@@ -326,6 +351,7 @@ def _wavegen(opts: Options, rec: Recipe) -> Prepared:
     "ptb",
     "PTB word LM (synced, stateful truncated BPTT); --large for 2x650 tied",
     "many-to-many-synced",
+    options=("data", "large"),
 )
 def _ptb(opts: Options, rec: Recipe) -> Prepared:
     corpus = D.load_ptb(opts.data or None)
@@ -385,7 +411,12 @@ def _language_model(
 
 
 # ---- text: character LM on any file ------------------------------------------------
-@recipe("text", "character LM on any text file (--data PATH), with sampling", "many-to-many-synced")
+@recipe(
+    "text",
+    "character LM on any text file (--data PATH), with sampling",
+    "many-to-many-synced",
+    options=("data",),
+)
 def _text(opts: Options, rec: Recipe) -> Prepared:
     path = _data_path(opts, "tinyshakespeare", "input.txt")
     ids, vocab = D.load_text(path, level="char")
@@ -413,6 +444,9 @@ def _text(opts: Options, rec: Recipe) -> Prepared:
 
 
 # ---- addition and date: seq2seq ----------------------------------------------------
+_SEQ2SEQ_OPTIONS = ("data", "reverse", "peeky", "attention", "min_padding")
+
+
 def _seq2seq(
     name: str,
     opts: Options,
@@ -489,7 +523,12 @@ def _seq2seq(
         train,
         valid,
         test,
-        {"vocab": sets.vocab.to_dict(), "reverse_input": reverse},
+        {
+            "vocab": sets.vocab.to_dict(),
+            "reverse_input": reverse,
+            # What the data looked like, resolved: a checkpoint rebuilds its run on it.
+            "data_layout": {"reverse": reverse, "min_padding": padding},
+        },
         report,
     )
 
@@ -498,6 +537,7 @@ def _seq2seq(
     "addition",
     "seq2seq addition (e.g. 16+75 -> 91); --reverse, --peeky, --attention",
     "many-to-many-seq2seq",
+    options=_SEQ2SEQ_OPTIONS,
 )
 def _addition(opts: Options, rec: Recipe) -> Prepared:
     return _seq2seq("addition", opts, rec, hidden=128, epochs=25, reverse_default=False)
@@ -507,6 +547,7 @@ def _addition(opts: Options, rec: Recipe) -> Prepared:
     "date",
     "seq2seq date normalisation to ISO; reversed input by default; --attention",
     "many-to-many-seq2seq",
+    options=_SEQ2SEQ_OPTIONS,
 )
 def _date(opts: Options, rec: Recipe) -> Prepared:
     # The decoder gets only the encoder's h, as in the textbook. The embeddings start at
@@ -541,6 +582,18 @@ def _date(opts: Options, rec: Recipe) -> Prepared:
 def prepare(name: str, opts: Options) -> Prepared:
     """Prepare recipe `name` with the user's options."""
     rec = get_recipe(name)
+    defaults = Options()
+    unread = [
+        flag
+        for option, flag in RECIPE_OPTIONS.items()
+        if option not in rec.options and getattr(opts, option) != getattr(defaults, option)
+    ]
+    if unread:
+        reads = ", ".join(RECIPE_OPTIONS[o] for o in rec.options) or "none"
+        raise ValueError(
+            f"recipe {name!r} does not read {', '.join(unread)} (of the flags only some "
+            f"recipes read, it reads {reads})"
+        )
     prepared = rec.build(opts, rec)
     # The user's init settings override the recipe's; ModelSpec checks them (a forget
     # bias for a GRU, say) as it is rebuilt.
