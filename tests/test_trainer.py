@@ -133,17 +133,36 @@ def test_lr_is_divided_when_validation_stops_improving():
     assert trainer.stopped_early
 
 
-def test_autoclip_clips_every_step_to_the_percentile_of_the_norms_so_far():
-    trainer = make_stateless(epochs=1, clip=1e3, clip_percentile=25.0)
+def gradient_norms_at_the_update(trainer: Trainer) -> list[float]:
+    """Filled as training runs: the gradients' joint norm as each optimizer step sees it."""
     seen = []
     original = trainer.optimizer.step
 
-    def step():  # the gradients as the optimizer gets them, against the clipper's record
+    def step():
         params = trainer.model.parameters()
         seen.append(math.sqrt(sum(float(np.sum(p.grad.astype(np.float64) ** 2)) for p in params)))
         original()
 
     trainer.optimizer.step = step
+    return seen
+
+
+@pytest.mark.parametrize("clip", [None, 0.05])
+def test_a_fixed_clip_bounds_every_steps_gradient_and_none_leaves_them(clip):
+    trainer = make_stateless(epochs=1, clip=clip)
+    seen = gradient_norms_at_the_update(trainer)
+    trainer.fit()
+    assert len(seen) == trainer.step > 0
+    if clip is None:  # unclipped: these early sine gradients are well above 0.05
+        assert max(seen) > 0.1
+    else:
+        assert max(seen) <= clip * (1 + 1e-5)
+        assert sum(n > clip * 0.999 for n in seen) > trainer.step // 2  # it binds
+
+
+def test_autoclip_clips_every_step_to_the_percentile_of_the_norms_so_far():
+    trainer = make_stateless(epochs=1, clip=1e3, clip_percentile=25.0)
+    seen = gradient_norms_at_the_update(trainer)  # against the clipper's record
     trainer.fit()
     history = trainer.clipper.history
     assert len(history) == len(seen) == trainer.step

@@ -18,11 +18,13 @@ prints and writes files. Without one, or with one rank, nothing changes.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -194,6 +196,11 @@ class Trainer:
         self.clipper = None  # AutoClip, when asked for; it keeps the norms' history
         if config.clip_percentile is not None:
             self.clipper = AdaptiveClip(config.clip_percentile, config.clip)
+        # What each step does to the gradients before the update: AutoClip, a fixed-norm
+        # clip, or nothing.
+        self._clip: Callable[[list[Tensor]], Any] | None = self.clipper
+        if self.clipper is None and config.clip is not None:
+            self._clip = functools.partial(clip_grad_norm, max_norm=config.clip)
         # One rank is the single-process trainer, unchanged.
         self.comm = communicator if communicator is not None and communicator.size > 1 else None
         self.rank = 0 if self.comm is None else self.comm.rank
@@ -360,10 +367,8 @@ class Trainer:
                         loss_value, count, f"the gradient allreduce of step {self.step + 1}"
                     )
                     self._check_finite(loss_value)
-                if self.clipper is not None:
-                    self.clipper(params)
-                elif c.clip is not None:
-                    clip_grad_norm(params, c.clip)
+                if self._clip is not None:
+                    self._clip(params)
                 self.optimizer.step()
                 self.optimizer.zero_grad()
                 if self.stateful:
