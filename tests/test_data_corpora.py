@@ -186,3 +186,19 @@ def test_load_text_reports_a_missing_file(tmp_path):
         load_text(missing)
     with pytest.raises(ValueError, match="level"):
         load_text(missing, level="byte")
+
+
+def test_load_text_says_what_is_wrong_with_a_path_that_is_no_text_file(tmp_path):
+    with pytest.raises(DataNotFoundError, match="not found: .*nope.txt"):
+        load_text(tmp_path / "nope.txt")
+    with pytest.raises(DataNotFoundError, match=f"got a directory: {tmp_path}"):
+        load_text(tmp_path)
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    with pytest.raises(ValueError, match=r"empty.txt holds no char tokens: it is empty"):
+        load_text(empty)
+    blank = tmp_path / "blank.txt"
+    blank.write_text("  \t ")
+    with pytest.raises(ValueError, match=r"blank.txt holds no word tokens: .* all whitespace"):
+        load_text(blank, level="word")
+    assert len(load_text(blank)[0]) == 4  # by character, whitespace is text

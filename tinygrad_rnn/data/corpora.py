@@ -107,6 +107,9 @@ def load_text(
         raise ValueError(f"level must be 'char' or 'word', got {level!r}")
     text = _read(require_file(path, "Pass the path of an existing UTF-8 text file."))
     tokens = list(text) if level == "char" else word_tokens(text)
+    if not tokens:
+        raise ValueError(f"data file {os.path.abspath(path)} holds no {level} tokens: it is empty"
+                         + ("" if level == "char" else " or all whitespace"))
     if vocab is None:
         order = "sorted" if level == "char" else "first"
         vocab = Vocab.build(tokens, level=level, unk=None, order=order)

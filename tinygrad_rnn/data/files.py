@@ -28,6 +28,12 @@ def require_file(path: str | os.PathLike, hint: str = "") -> str:
     """Return ``path`` if it is a file, else raise DataNotFoundError naming it (plus ``hint``)."""
     path = os.fspath(path)
     if not os.path.isfile(path):
-        message = f"data file not found: {os.path.abspath(path)}"
+        where = os.path.abspath(path)
+        if os.path.isdir(path):
+            message = f"data file expected, got a directory: {where}"
+        elif os.path.exists(path):
+            message = f"data file expected, got something that is not a regular file: {where}"
+        else:
+            message = f"data file not found: {where}"
         raise DataNotFoundError(f"{message}. {hint}" if hint else message)
     return path
