@@ -56,6 +56,9 @@ def test_train_sine_writes_metrics_checkpoint_and_plots(tmp_path):
     generated = cli("generate", str(out), "--length", "7")
     assert generated.returncode == 0, generated.stderr
     assert len(json.loads(generated.stdout)["continuation"]) == 7
+    # A series has nothing to sample: the LM flags are refused, not ignored.
+    refused = cli("generate", str(out), "--temperature", "0.5", "--seed", "3")
+    assert_one_line_error(refused, "--temperature, --seed:", "for language models")
 
 
 
@@ -104,6 +107,14 @@ def test_a_bad_number_for_a_training_flag_is_one_clear_line(flag, bad):
     assert_one_line_error(cli("train", "date", flag, bad), flag, repr(bad))
 
 
+@pytest.mark.parametrize(
+    "flag, bad", [("--length", "0"), ("--length", "-5"), ("--temperature", "-1"),
+                  ("--temperature", "nan"), ("--top-k", "0")],  # fmt: skip
+)
+def test_a_bad_number_for_generate_is_one_clear_line(flag, bad):
+    assert_one_line_error(cli("generate", "runs/none", flag, bad), flag, repr(bad))
+
+
 def test_forget_bias_on_a_cell_without_a_forget_gate_is_one_clear_line():
     result = cli("train", "sine", "--cell", "gru", "--forget-bias", "1")
     assert_one_line_error(result, "forget_bias needs cell='lstm'", "'gru'")
@@ -147,6 +158,10 @@ def test_resume_continues_a_run(tmp_path):
     result = cli("train", "--resume", str(out), "--max-steps", "6", "--quiet")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["steps"] == 6
+    # Asking a resumed run to stop where it already is trains nothing: refused, and said.
+    again = cli("train", "--resume", str(out), "--max-steps", "5", "--quiet")
+    assert_one_line_error(again, "--max-steps 5: the checkpoint is at step 6 already")
+    assert (out / "checkpoint.npz").exists()
 
 
 def test_text_lm_trains_and_samples(tmp_path):

@@ -151,6 +151,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
                       out_dir=out, extra=prepared.extra, communicator=communicator)
     if args.resume:
         trainer.resume(out / "checkpoint.npz" if path.is_dir() else path)
+        _check_more_to_train(args, trainer)
     if trainer.rank == 0:
         print(f"training {recipe} ({prepared.topology!r}, {prepared.spec.cell}) -> {out}",
               file=sys.stderr)
@@ -171,6 +172,20 @@ def _cmd_train(args: argparse.Namespace) -> int:
     shown = {k: round(v, 5) for k, v in test.items() if isinstance(v, float)}
     print(json.dumps({"run": str(out), "test": shown, "steps": trainer.step}))
     return 0
+
+
+def _check_more_to_train(args: argparse.Namespace, trainer) -> None:
+    """A resumed run asked to stop where its checkpoint already is would train nothing and
+    only report again: most likely a mistyped --epochs or --max-steps, so say so."""
+    for flag, asked, done, unit in (
+        ("--max-steps", args.max_steps, trainer.step, "step"),
+        ("--epochs", args.epochs, trainer.epoch, "epoch"),
+    ):
+        if asked is not None and done >= asked:
+            raise UsageError(
+                f"{flag} {asked}: the checkpoint is at {unit} {done} already, so nothing "
+                f"would train; give a {flag} above {done} to go further"
+            )
 
 
 def _load_run(target: str):
@@ -217,14 +232,22 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         prompt = args.prompt if args.prompt is not None else vocab.id_to_token[0]
         tokens = list(prompt) if vocab.level == "char" else prompt.split()
         ids = vocab.encode(tokens)
-        rng = np.random.default_rng(args.seed)
-        out = topology.generate(model, ids, args.length, temperature=args.temperature,
+        rng = np.random.default_rng(0 if args.seed is None else args.seed)
+        temperature = 1.0 if args.temperature is None else args.temperature
+        out = topology.generate(model, ids, args.length, temperature=temperature,
                                 top_k=args.top_k, generator=rng)
         sep = "" if vocab.level == "char" else " "
         text = sep.join(tokens) + sep + vocab.decode(out)
         print(text.replace(" <eos> ", "\n").replace("<eos>", "\n"))
         return 0
     if extra["recipe"] == "sine":
+        sampling = [flag for flag, value in (("--prompt", args.prompt),
+                                             ("--temperature", args.temperature),
+                                             ("--top-k", args.top_k), ("--seed", args.seed))
+                    if value is not None]  # fmt: skip
+        if sampling:
+            raise UsageError(f"{', '.join(sampling)}: a series continues deterministically "
+                             f"from its test window; these flags are for language models")
         prepared = prepare("sine", opts)
         window = prepared.test[0][0]
         values = closed_loop(topology, model, window, args.length)
@@ -315,11 +338,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("generate", help="sample text from an LM, or continue a series")
     p.add_argument("run", help="run directory or checkpoint file")
-    p.add_argument("--length", type=int, default=100)
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--top-k", type=int, default=None)
-    p.add_argument("--prompt", default=None)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--length", type=_int_at_least(1), default=100, metavar="N",
+                   help="tokens (or series values) to generate (default 100)")
+    p.add_argument("--temperature", metavar="T",
+                   type=_float_arg(lambda v: 0 <= v < math.inf, "a finite number >= 0"),
+                   help="LMs: sample from softmax(logits / T); 0 takes the most likely "
+                        "(default 1)")
+    p.add_argument("--top-k", type=_int_at_least(1), metavar="K",
+                   help="LMs: sample among the K most likely tokens only")
+    p.add_argument("--prompt", help="LMs: the text to continue (default: the first token)")
+    p.add_argument("--seed", type=int, help="LMs: the sampling seed (default 0)")
     p.add_argument("--backend", dest="sub_backend", choices=["numpy", "cupy"])
     p.set_defaults(func=_cmd_generate)
 
