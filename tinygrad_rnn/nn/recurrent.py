@@ -379,42 +379,16 @@ def fused_layer(
             weight_grads = []
             dx_steps = None  # (T, N, D), time order
             for d in range(dirs):
-                if rows_last:
-                    dz_x, dz_h = d_pre_x[d].reshape(GH, T * N), d_pre_h[d].reshape(GH, T * N)
-                else:
-                    dz_x = ws.empty("dz_x", (GH, T, N), dtype)
-                    dz_x[...] = d_pre_x[d].swapaxes(0, 1)
-                    dz_x = dz_h = dz_x.reshape(GH, T * N)
-                    if not cell.shares_gate_grads:
-                        dz_h = ws.empty("dz_h", (GH, T, N), dtype)
-                        dz_h[...] = d_pre_h[d].swapaxes(0, 1)
-                        dz_h = dz_h.reshape(GH, T * N)
-                # [h; (x;) 1] of every step as (T*N, K) rows: a C-contiguous right operand.
-                entering = ws.empty("entering", (T, N, K), dtype)
-                entering[...] = stacked[d, :T].swapaxes(1, 2)
-                entering = entering.reshape(T * N, K)
-                d_hidden = ws.empty("d_hidden", (GH, K), dtype)
-                threads.matmul(xp, dz_h, entering, out=d_hidden)
-                if folds_input:
-                    d_input, w_x = d_hidden[:, H:], w_hidden[d, :, H : H + D]
-                else:
-                    d_input = ws.empty("d_input", (GH, D + 1), dtype)
-                    threads.matmul(xp, dz_x, inputs[d].T, out=d_input)
-                    w_x = w_input[d, :, :D]
-                weight_grads += [
-                    _pytorch_rows(xp, cell, d_input[:, :D]),
-                    _pytorch_rows(xp, cell, d_hidden[:, :H]),
-                    _pytorch_rows(xp, cell, d_input[:, D]),
-                    _pytorch_rows(xp, cell, d_hidden[:, K - 1]),
-                ]
-                if x.requires_grad:
-                    # As (T*N, D) rows: BLAS is faster with the long side as rows.
-                    part = ws.empty("dx_part", (T * N, D), dtype)
-                    threads.matmul(xp, dz_x.T, w_x, out=part)
-                    part = part.reshape(T, N, D)
+                w_x = w_hidden[d, :, H : H + D] if folds_input else w_input[d, :, :D]
+                grads, part = _all_step_grads(
+                    xp, ws, cell, d_pre_x[d], d_pre_h[d], rows_last, stacked[d],
+                    None if folds_input else inputs[d], w_x, x.requires_grad,
+                )  # fmt: skip
+                weight_grads += grads
+                if part is not None:
                     part = part if d == 0 else part[::-1]
                     if dx_steps is None:
-                        dx_steps = ws.empty("dx_steps", (T, N, D), dtype)
+                        dx_steps = ws.empty("dx_steps", part.shape, dtype)
                         dx_steps[...] = part
                     else:
                         dx_steps += part
@@ -445,6 +419,66 @@ def fused_layer(
     if not out_tensor.requires_grad:  # nothing recorded: no backward will read it
         POOL.give_back(ws)
     return out_tensor, run
+
+
+def _all_step_grads(
+    xp: Any,
+    ws: Any,
+    cell: CellMath,
+    d_pre_x: Any,
+    d_pre_h: Any,
+    rows_last: bool,
+    stacked: Any,
+    inputs: Any,
+    w_x: Any,
+    wants_dx: bool,
+) -> tuple[list[Any], Any]:
+    """One direction's parameter gradients and input gradient, from its gate gradients of
+    every step: ([d weight_ih, d weight_hh, d bias_ih, d bias_hh] in PyTorch's layout,
+    dx (T, N, D) in the direction's step order or None).
+
+    d_pre_x, d_pre_h: (G*H, T, N) with `rows_last`, else (T, G*H, N) (the same array
+    when the cell shares them). stacked: (T + 1, K, N), [h; (x;) 1] entering each step.
+    inputs: (D + 1, T * N), [x; 1], or None when the input is folded into `stacked`.
+    w_x: (G*H, D), the weights the input was multiplied by (stored order, halved rows).
+    """
+    T, K, N = stacked.shape[0] - 1, stacked.shape[1], stacked.shape[2]
+    GH, D = w_x.shape
+    H = K - 1 - (D if inputs is None else 0)
+    dtype = stacked.dtype
+    if rows_last:
+        dz_x, dz_h = d_pre_x.reshape(GH, T * N), d_pre_h.reshape(GH, T * N)
+    else:
+        dz_x = ws.empty("dz_x", (GH, T, N), dtype)
+        dz_x[...] = d_pre_x.swapaxes(0, 1)
+        dz_x = dz_h = dz_x.reshape(GH, T * N)
+        if not cell.shares_gate_grads:
+            dz_h = ws.empty("dz_h", (GH, T, N), dtype)
+            dz_h[...] = d_pre_h.swapaxes(0, 1)
+            dz_h = dz_h.reshape(GH, T * N)
+    # [h; (x;) 1] of every step as (T*N, K) rows: a C-contiguous right operand.
+    entering = ws.empty("entering", (T, N, K), dtype)
+    entering[...] = stacked[:T].swapaxes(1, 2)
+    entering = entering.reshape(T * N, K)
+    d_hidden = ws.empty("d_hidden", (GH, K), dtype)
+    threads.matmul(xp, dz_h, entering, out=d_hidden)
+    if inputs is None:  # folded: the input's columns sit in d_hidden, after h's
+        d_input = d_hidden[:, H:]
+    else:
+        d_input = ws.empty("d_input", (GH, D + 1), dtype)
+        threads.matmul(xp, dz_x, inputs.T, out=d_input)
+    grads = [
+        _pytorch_rows(xp, cell, d_input[:, :D]),
+        _pytorch_rows(xp, cell, d_hidden[:, :H]),
+        _pytorch_rows(xp, cell, d_input[:, D]),
+        _pytorch_rows(xp, cell, d_hidden[:, K - 1]),
+    ]
+    if not wants_dx:
+        return grads, None
+    # As (T*N, D) rows: BLAS is faster with the long side as rows.
+    dx = ws.empty("dx_part", (T * N, D), dtype)
+    threads.matmul(xp, dz_x.T, w_x, out=dx)
+    return grads, dx.reshape(T, N, D)
 
 
 def final_state(
