@@ -185,9 +185,13 @@ def test_a_date_checkpoint_is_rebuilt_on_the_layout_its_run_trained_on():
     rebuilt = prepare("date", Options.from_checkpoint(extra))
     assert rebuilt.test[0].shape[1] == 32 and rebuilt.extra["reverse_input"] is False
 
-    old = {"options": Options(data=data).to_dict(), "reverse_input": True}
-    del old["options"]["min_padding"]
-    rebuilt = prepare("date", Options.from_checkpoint(old))
+    # Written after min_padding came (date padded one space), before the layout was kept.
+    older = {"options": Options(data=data).to_dict(), "reverse_input": True}
+    assert prepare("date", Options.from_checkpoint(older)).test[0].shape[1] == 30
+    # Written before min_padding existed: nothing was padded.
+    oldest = {"options": Options(data=data).to_dict(), "reverse_input": True}
+    del oldest["options"]["min_padding"]
+    rebuilt = prepare("date", Options.from_checkpoint(oldest))
     assert rebuilt.test[0].shape[1] == 29 and rebuilt.extra["reverse_input"] is True
 
 

@@ -64,11 +64,14 @@ class Options:
         The user's options, with the data layout the run resolved (`data_layout` in the
         checkpoint) in place of "the recipe's default": a recipe whose default layout
         changes later still rebuilds an older run as it was, so evaluating it reports
-        the number it had. A seq2seq checkpoint written before the layout was stored
-        padded no question (date pads one space since)."""
+        the number it had. A seq2seq checkpoint written before the layout was stored has
+        its reversal in `reverse_input`, and padded no question if its options predate
+        `min_padding` (date pads one space since); otherwise the stored options hold."""
         layout = extra.get("data_layout")
         if layout is None and "reverse_input" in extra:
-            layout = {"reverse": extra["reverse_input"], "min_padding": 0}
+            layout = {"reverse": extra["reverse_input"]}
+            if "min_padding" not in extra["options"]:
+                layout["min_padding"] = 0
         return cls(**{**extra["options"], **(layout or {})})
 
 
