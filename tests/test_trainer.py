@@ -67,6 +67,20 @@ def make_stateful(tmp_path=None, **config):
     return Trainer(topo, model, cfg, ids[:1600], ids[1600:], out_dir=tmp_path)
 
 
+@pytest.mark.parametrize(
+    "sizes, message",
+    [
+        ({"batch_size": 400}, r"train split \(batch_size=400, time_size=10\): data of length 1600"),
+        ({"eval_batch_size": 100}, r"valid split \(eval_batch_size=100, time_size=10\): .* 400"),
+        ({"eval_time_size": 200}, r"valid split \(eval_batch_size=4, time_size=200\): .* 400"),
+    ],
+)
+def test_a_split_too_short_for_its_batches_is_refused_before_training_naming_it(sizes, message):
+    """Refused when the Trainer is built, not after an epoch of steps that would be lost."""
+    with pytest.raises(ValueError, match=message):
+        make_stateful(**sizes)
+
+
 def weights(model):
     return {k: v.copy() for k, v in model.state_dict().items()}
 

@@ -209,7 +209,11 @@ class Trainer:
             distributed.seed_rank_generator(config.seed, self.rank)
             distributed.broadcast_parameters(model.parameters(), self.comm)
             self._allreduce = distributed.GradientAllreduce(model.parameters(), self.comm)
-        self.loader = self._make_train_loader()
+        # Both splits are batched now, so a split too short for its batches is refused
+        # before any training, not after the first epoch's steps (which would be lost).
+        self.loader = self._split_batches("train", self._make_train_loader)
+        if valid is not None:
+            self._split_batches("valid", lambda: self._eval_batches(valid))
         self.history: list[dict[str, Any]] = []
         self.epoch = 0  # completed epochs
         self.step = 0  # optimizer steps taken
@@ -248,6 +252,20 @@ class Trainer:
         X, Y = self.train_data
         shuffle = True if c.shuffle is None else c.shuffle
         return DataLoader(X, Y, c.batch_size, shuffle=shuffle, seed=c.seed + 1)
+
+    def _split_batches(self, split: str, make: Callable[[], Any]) -> Any:
+        """`make()`, the batches of one split; a ValueError names the split and the sizes."""
+        try:
+            return make()
+        except ValueError as err:
+            c = self.config
+            sizes = f"batch_size={c.batch_size}"
+            if split != "train":
+                sizes = f"eval_batch_size={c.eval_batch_size or c.batch_size}"
+            if self.stateful:
+                time_size = c.time_size if split == "train" else c.eval_time_size or c.time_size
+                sizes += f", time_size={time_size}"
+            raise ValueError(f"{split} split ({sizes}): {err}") from None
 
     def _eval_batches(self, data: Any, batch_size: int | None = None) -> Any:
         c = self.config
