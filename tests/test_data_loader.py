@@ -148,6 +148,67 @@ def test_state_for_another_loader_is_refused():
         DataLoader(x2, y2, 3, seed=0).load_state_dict(state)
 
 
+def _mid_epoch_state(**loader):
+    """The state of a 10-sample loader (batch 3, seed 1) after its first batch."""
+    source = DataLoader(*_data(10), loader.pop("batch_size", 3), seed=1, **loader)
+    batches = iter(source)
+    next(batches)
+    return source.state_dict()
+
+
+def _fields(loader):
+    return (loader._rng.bit_generator.state, loader._order, loader._next, loader.epoch)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"batch_size": 5}, "batch_size = 3, this loader has 5"),
+        ({"drop_last": True}, "drop_last = False, this loader has True"),
+        ({"state": {"next_batch": -2}}, r"next_batch must be in \[0, 4\], got -2"),
+        ({"state": {"next_batch": 99}}, r"next_batch must be in \[0, 4\], got 99"),
+        ({"state": {"next_batch": None}}, "next_batch must be an integer, got None"),
+        ({"state": {"next_batch": 1.5}}, "next_batch must be an integer, got 1.5"),
+        ({"state": {"order": [0] * 10}}, "order repeats a sample index"),
+        ({"state": {"order": list(range(1, 11))}}, r"order holds indices outside \[0, 10\)"),
+        ({"state": {"order": [0.5] * 10}}, "order must be"),
+        ({"state": {"rng": {"bit_generator": "MT19937"}}}, "rng is not a PCG64 state"),
+    ],
+)
+def test_a_state_that_does_not_fit_is_refused_and_the_loader_left_as_it_was(change, message):
+    """A position counts batches of a given size: applied to another batch size (or a
+    corrupt state), it would silently skip or repeat samples."""
+    state = _mid_epoch_state()
+    state.update(change.get("state", {}))
+    loader = DataLoader(*_data(10), change.get("batch_size", 3), seed=1,
+                        drop_last=change.get("drop_last", False))  # fmt: skip
+    before = _fields(loader)
+    with pytest.raises(ValueError, match=message):
+        loader.load_state_dict(state)
+    assert _fields(loader) == before
+
+
+def test_a_state_saved_before_batch_size_was_kept_still_resumes():
+    state = _mid_epoch_state()
+    order = state["order"]
+    expected = [order[3:6], order[6:9], order[9:]]  # what the epoch had left
+    assert _ids(_resumed(state)) == expected
+    del state["batch_size"], state["drop_last"]
+    assert _ids(_resumed(state)) == expected
+
+
+def _resumed(state):
+    loader = DataLoader(*_data(10), 3, seed=1)
+    loader.load_state_dict(state)
+    return _epoch(loader)
+
+
+@pytest.mark.parametrize("shard", [(0,), 3, (0.5, 2), "ab"])
+def test_a_shard_that_is_not_two_integers_is_refused_naming_its_form(shard):
+    with pytest.raises(ValueError, match=r"shard must be \(rank, world_size\), two integers"):
+        DataLoader(*_data(10), 2, seed=0, shard=shard)
+
+
 @settings(deadline=None)
 @given(
     n=st.integers(1, 60),

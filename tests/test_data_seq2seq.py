@@ -112,6 +112,15 @@ def test_a_bad_min_padding_is_refused_naming_it(tmp_path, bad):
         load_seq2seq(path, min_padding=bad)
 
 
+def test_numpy_integers_and_floats_are_numbers_and_strings_are_not(tmp_path):
+    path = tmp_path / "pairs.txt"
+    path.write_text("1+1_2\n10+10_20\n", encoding="utf-8")
+    data = load_seq2seq(path, test_fraction=np.float32(0.0), min_padding=np.int64(1))
+    assert data.x_train.shape == (2, 6)
+    with pytest.raises(ValueError, match=r"test_fraction must be a number in \[0, 1\), got '0.1'"):
+        load_seq2seq(path, test_fraction="0.1")
+
+
 def test_only_the_first_underscore_splits(tmp_path):
     path = tmp_path / "pairs.txt"
     path.write_text("ab_c_d\n", encoding="utf-8")

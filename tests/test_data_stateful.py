@@ -199,9 +199,27 @@ def test_bad_lanes_are_refused(lanes):
         StatefulBatcher(np.arange(100), 4, 5, lanes=lanes)
 
 
+@pytest.mark.parametrize("lanes", [(0.5, 1.9), (0, 1, 2), 3])
+def test_lanes_that_are_not_two_integers_are_refused_naming_the_form(lanes):
+    with pytest.raises(ValueError, match=r"lanes must be \(start, stop\), two integers"):
+        StatefulBatcher(np.arange(100), 4, 5, lanes=lanes)
+
+
+@pytest.mark.parametrize("call", ["positions", "batch", "iter_from"])
+def test_a_step_that_is_not_an_integer_is_refused_and_the_position_kept(call):
+    batcher = StatefulBatcher(np.arange(100), 4, 5)
+    next(iter(batcher))
+    with pytest.raises(ValueError, match="step must be an integer, got 1.5"):
+        getattr(batcher, call)(1.5)
+    assert batcher.state_dict()["next_batch"] == 1
+    assert batcher.batch(np.int64(1))[0].shape == (4, 5)  # NumPy ints are integers
+
+
 def test_lane_range_needs_an_even_split():
     assert lane_range(8, 1, 4) == (2, 4)
     with pytest.raises(ValueError, match="evenly"):
         lane_range(6, 0, 4)
     with pytest.raises(ValueError, match="rank"):
         lane_range(8, 4, 4)
+    with pytest.raises(ValueError, match="rank must be an integer, got 0.5"):
+        lane_range(4, 0.5, 2)

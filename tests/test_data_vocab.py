@@ -61,6 +61,9 @@ def test_min_freq_leaves_rare_tokens_out():
     assert vocab.encode("b")[0] == vocab.unk_id
     with pytest.raises(ValueError, match="min_freq"):
         Vocab.build("a", min_freq=0)
+    for bad in ("2", 1.5):  # named, not a bare comparison error or a silent ceil
+        with pytest.raises(ValueError, match=f"min_freq must be an integer >= 1, got {bad!r}"):
+            Vocab.build("a", min_freq=bad)
 
 
 def test_the_token_maps_are_read_only():

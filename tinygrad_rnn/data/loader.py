@@ -6,7 +6,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from ._checks import as_generator, positive_int
+from ._checks import as_generator, integer, integer_pair, positive_int
 
 
 class DataLoader:
@@ -67,7 +67,7 @@ class DataLoader:
 
     @staticmethod
     def _check_shard(shard: tuple[int, int], n: int) -> tuple[int, int]:
-        rank, world_size = (int(v) for v in shard)
+        rank, world_size = integer_pair(shard, "shard", "(rank, world_size)")
         if world_size < 1 or not 0 <= rank < world_size:
             raise ValueError(
                 f"shard must be (rank, world_size) with 0 <= rank < world_size, got {shard}"
@@ -127,26 +127,58 @@ class DataLoader:
             "epoch": self.epoch,
             "num_samples": self.X.shape[0],
             "shard": None if self.shard is None else list(self.shard),
+            "batch_size": self.batch_size,
+            "drop_last": self.drop_last,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore ``state_dict()``; the next ``iter()`` yields the remaining batches."""
-        if int(state["num_samples"]) != self.X.shape[0]:
+        """Restore ``state_dict()``; the next ``iter()`` yields the remaining batches.
+
+        Every field is checked before any is applied: a state for other data, another
+        shard, batch size or ``drop_last`` (its batch index would point elsewhere), or
+        with an order or position out of range, raises ValueError naming it and leaves
+        the loader as it was. (States saved before batch_size and drop_last were kept
+        are taken as this loader's.)
+        """
+        if integer(state["num_samples"], "state num_samples") != self.X.shape[0]:
             raise ValueError(
                 f"state is for {state['num_samples']} samples, this loader has {self.X.shape[0]}"
             )
-        saved_shard = None if state["shard"] is None else tuple(int(v) for v in state["shard"])
+        saved_shard = state["shard"]
+        if saved_shard is not None:
+            saved_shard = integer_pair(saved_shard, "state shard", "(rank, world_size)")
         if saved_shard != self.shard:
             raise ValueError(f"state is for shard {saved_shard}, this loader has {self.shard}")
+        for key, mine in (("batch_size", self.batch_size), ("drop_last", self.drop_last)):
+            if key in state and state[key] != mine:
+                raise ValueError(
+                    f"state has {key} = {state[key]!r}, this loader has {mine!r}: its batch "
+                    "position would point at other samples"
+                )
         order = state["order"]
         if order is not None:
-            order = np.asarray(order, dtype=np.int64)
-            if order.shape != (self.num_samples,):
+            order = np.asarray(order)
+            n = self.X.shape[0]
+            if order.shape != (self.num_samples,) or order.dtype.kind not in "iu":
                 raise ValueError(
-                    f"state order has shape {order.shape}, expected ({self.num_samples},)"
+                    f"state order must be ({self.num_samples},) integers; got shape "
+                    f"{order.shape}, dtype {order.dtype}"
                 )
+            order = order.astype(np.int64)
+            if order.size and (order.min() < 0 or order.max() >= n):
+                raise ValueError(f"state order holds indices outside [0, {n})")
+            if np.unique(order).size != order.size:
+                raise ValueError("state order repeats a sample index")
+        next_batch = integer(state["next_batch"], "state next_batch", 0, len(self))
+        epoch = integer(state["epoch"], "state epoch", 0)
+        probe = np.random.Generator(type(self._rng.bit_generator)())
+        try:
+            probe.bit_generator.state = state["rng"]
+        except (TypeError, ValueError, KeyError) as err:
+            raise ValueError(f"state rng is not a {type(probe.bit_generator).__name__} "
+                             f"state: {err}") from None  # fmt: skip
         self._rng.bit_generator.state = state["rng"]
         self._order = order
-        self._next = int(state["next_batch"])
-        self.epoch = int(state["epoch"])
+        self._next = next_batch
+        self.epoch = epoch
         self._resume = True

@@ -107,10 +107,17 @@ def load_seq2seq(
     spaces to the longest of each (addition: Tq = 7, Ta = 5). The character vocabulary covers
     both sides, by first appearance.
     """
-    if not 0.0 <= test_fraction < 1.0:
-        raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction}")
-    if isinstance(min_padding, bool) or not isinstance(min_padding, int) or min_padding < 0:
+    if (
+        isinstance(test_fraction, bool)
+        or not isinstance(test_fraction, (int, float, np.integer, np.floating))
+        or not 0.0 <= test_fraction < 1.0
+    ):
+        raise ValueError(f"test_fraction must be a number in [0, 1), got {test_fraction!r}")
+    if isinstance(min_padding, bool) or not isinstance(min_padding, (int, np.integer)) or (
+        min_padding < 0
+    ):
         raise ValueError(f"min_padding must be an integer >= 0; got {min_padding!r}")
+    min_padding = int(min_padding)
     file = _resolve(path)
     questions, targets = read_pairs(file)
     if not questions:

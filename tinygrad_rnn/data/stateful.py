@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from ._checks import positive_int
+from ._checks import integer, integer_pair, positive_int
 
 _SHUFFLE_REASON = (
     "a stateful stream cannot be shuffled: the hidden state carried from one batch to the "
@@ -32,8 +32,7 @@ def lane_range(batch_size: int, rank: int, world_size: int) -> tuple[int, int]:
     """The ``(start, stop)`` lanes of ``rank`` when B lanes are split evenly over ranks."""
     batch_size = positive_int(batch_size, "batch_size")
     world_size = positive_int(world_size, "world_size")
-    if not 0 <= rank < world_size:
-        raise ValueError(f"rank must be in [0, {world_size}), got {rank}")
+    rank = integer(rank, "rank", 0, world_size - 1)
     if batch_size % world_size:
         raise ValueError(
             f"batch_size {batch_size} does not split evenly over world_size {world_size}"
@@ -101,7 +100,7 @@ class StatefulBatcher:
             )
         if lanes is None:
             lanes = (0, self.batch_size)
-        start, stop = (int(v) for v in lanes)
+        start, stop = integer_pair(lanes, "lanes", "(start, stop)")
         if not 0 <= start < stop <= self.batch_size:
             raise ValueError(
                 f"lanes must be (start, stop) with 0 <= start < stop <= batch_size = "
@@ -126,6 +125,7 @@ class StatefulBatcher:
 
     def positions(self, step: int) -> np.ndarray:
         """(b, T) corpus positions of batch ``step``'s inputs (targets are these + 1)."""
+        step = integer(step, "step")
         if not 0 <= step < len(self):
             raise IndexError(f"batch {step} is outside the epoch's {len(self)} batches")
         return self.offsets[:, None] + step * self.time_size + np.arange(self.time_size)
@@ -137,9 +137,7 @@ class StatefulBatcher:
 
     def iter_from(self, step: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Yield batches ``step, step+1, ..., len(self)-1`` of the epoch."""
-        if not 0 <= step <= len(self):
-            raise ValueError(f"start step must be in [0, {len(self)}], got {step}")
-        self._next = step
+        self._next = integer(step, "start step", 0, len(self))
         return self._batches()
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -174,14 +172,11 @@ class StatefulBatcher:
             ("batch_size", self.batch_size),
             ("time_size", self.time_size),
         ):
-            if int(state[key]) != mine:
+            if integer(state[key], f"state {key}") != mine:
                 raise ValueError(f"state has {key} = {state[key]}, this batcher has {mine}")
-        if tuple(int(v) for v in state["lanes"]) != self.lanes:
+        if integer_pair(state["lanes"], "state lanes", "(start, stop)") != self.lanes:
             raise ValueError(
                 f"state has lanes = {tuple(state['lanes'])}, this batcher has {self.lanes}"
             )
-        step = int(state["next_batch"])
-        if not 0 <= step <= len(self):
-            raise ValueError(f"state next_batch = {step} is outside [0, {len(self)}]")
-        self._next = step
+        self._next = integer(state["next_batch"], "state next_batch", 0, len(self))
         self._resume = True

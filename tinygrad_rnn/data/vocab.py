@@ -10,6 +10,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
+from ._checks import positive_int
+
 _LEVELS = ("word", "char")
 _ORDERS = ("first", "sorted", "freq")
 _FORMAT = "tinygrad-rnn-vocab"
@@ -76,8 +78,7 @@ class Vocab:
             raise ValueError(f"level must be one of {_LEVELS}, got {level!r}")
         if order not in _ORDERS:
             raise ValueError(f"order must be one of {_ORDERS}, got {order!r}")
-        if min_freq < 1:
-            raise ValueError(f"min_freq must be >= 1, got {min_freq}")
+        min_freq = positive_int(min_freq, "min_freq")
         # Counter keeps first-appearance order, which makes "first" and the "freq" ties stable.
         counts = Counter(_tokens_of(tokens, level))
         head = list(dict.fromkeys(specials))
