@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -188,10 +189,29 @@ def test_autoclip_clips_every_step_to_the_percentile_of_the_norms_so_far():
     assert sum(h > n * 1.01 for h, n in zip(history, seen)) > trainer.step // 2  # it binds
 
 
-@pytest.mark.parametrize("bad", [0, -1.0, 100.5, math.nan])
-def test_a_bad_clip_percentile_is_refused_naming_it(bad):
-    with pytest.raises(ValueError, match=rf"clip_percentile must be in \(0, 100\]; got {bad}"):
-        TrainConfig(clip_percentile=bad)
+BAD_CONFIG = {  # field: (values refused, the bound the message states)
+    "epochs": ([0, 1.5, math.nan, "2", True], "an integer >= 1"),
+    "batch_size": ([0, -3, 2.0], "an integer >= 1"),
+    "eval_batch_size": ([0, 1.5], "an integer >= 1 or None"),
+    "max_steps": ([0, math.nan], "an integer >= 1 or None"),
+    "checkpoint_every": ([0, math.nan], "an integer >= 1 or None"),
+    "patience": ([-1, 0.5], "an integer >= 0 or None"),
+    "lr": ([0, -1.0, math.nan, math.inf], "a finite number > 0"),
+    "momentum": ([1.0, -0.1, math.nan], "a finite number in [0, 1)"),
+    "clip": ([0, -1.0, math.nan], "a finite number > 0"),
+    "clip_percentile": ([0, -1.0, 100.5, math.nan], "a finite number in (0, 100]"),
+    "lr_decay": ([1, 0.5, math.nan, math.inf], "a finite number > 1 (lr is divided by it)"),
+}
+
+
+@pytest.mark.parametrize(
+    "field, bad", [(field, bad) for field, (values, _) in BAD_CONFIG.items() for bad in values]
+)
+def test_a_bad_config_value_is_refused_naming_the_field_bound_and_value(field, bad):
+    """Refused at once: lr_decay=nan used to train on, then write an unresumable checkpoint."""
+    bound = BAD_CONFIG[field][1]
+    with pytest.raises(ValueError, match=re.escape(f"{field} must be {bound}; got {bad!r}")):
+        TrainConfig(**{field: bad})
 
 
 def test_metrics_json_is_rewritten_after_every_epoch(tmp_path):

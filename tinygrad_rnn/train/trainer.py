@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import operator
 import os
 import time
 import traceback
@@ -79,19 +80,50 @@ class TrainConfig:
     quiet: bool = False
 
     def __post_init__(self) -> None:
+        # Each field's own check, so a bad value fails here, naming it, and never becomes a
+        # run that trains wrongly or a checkpoint that cannot be resumed (lr_decay=nan did).
         for name in ("epochs", "batch_size", "time_size"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}")
-        if self.lr <= 0:
-            raise ValueError(f"lr must be > 0; got {self.lr}")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise ValueError(f"max_steps must be >= 1; got {self.max_steps}")
-        if self.clip_percentile is not None and not 0 < self.clip_percentile <= 100:
-            raise ValueError(f"clip_percentile must be in (0, 100]; got {self.clip_percentile}")
-        if self.checkpoint_every is not None and self.checkpoint_every < 1:
-            raise ValueError(f"checkpoint_every must be >= 1; got {self.checkpoint_every}")
-        if self.lr_decay is not None and self.lr_decay <= 1:
-            raise ValueError(f"lr_decay must be > 1 (lr is divided by it); got {self.lr_decay}")
+            _check_int(self, name, low=1)
+        for name in ("eval_batch_size", "eval_time_size", "max_steps", "checkpoint_every"):
+            _check_int(self, name, low=1, optional=True)
+        _check_int(self, "patience", low=0, optional=True)
+        _check_int(self, "seed", low=None)
+        _check_number(self, "lr", lambda v: v > 0, "> 0")
+        _check_number(self, "momentum", lambda v: 0 <= v < 1, "in [0, 1)")
+        _check_number(self, "clip", lambda v: v > 0, "> 0", optional=True)
+        _check_number(
+            self, "clip_percentile", lambda v: 0 < v <= 100, "in (0, 100]", optional=True
+        )
+        _check_number(
+            self, "lr_decay", lambda v: v > 1, "> 1 (lr is divided by it)", optional=True
+        )
+
+
+def _check_int(config: TrainConfig, name: str, low: int | None, optional: bool = False) -> None:
+    value = getattr(config, name)
+    if optional and value is None:
+        return
+    try:
+        number = None if isinstance(value, bool) else operator.index(value)
+    except TypeError:
+        number = None
+    if number is None or (low is not None and number < low):
+        bound = "an integer" if low is None else f"an integer >= {low}"
+        raise ValueError(f"{name} must be {bound}{' or None' if optional else ''}; got {value!r}")
+
+
+def _check_number(
+    config: TrainConfig, name: str, accept: Callable[[float], bool], bound: str,
+    optional: bool = False,
+) -> None:  # fmt: skip
+    value = getattr(config, name)
+    if optional and value is None:
+        return
+    is_number = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
+        value, bool
+    )
+    if not (is_number and math.isfinite(value) and accept(value)):
+        raise ValueError(f"{name} must be a finite number {bound}; got {value!r}")
 
 
 def make_optimizer(name: str, params: list, config: TrainConfig) -> Any:
