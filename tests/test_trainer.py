@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
+import signal
 
 import numpy as np
 import pytest
@@ -299,6 +301,92 @@ def test_ctrl_c_saves_a_checkpoint_that_resumes_exactly(tmp_path):
     assert resumed.step == 6
     resumed.fit()
     assert_same_weights(weights(full.model), weights(resumed.model))
+
+
+def sigint_on_call(owner, name, call):
+    """Make `owner.name` send this process a real SIGINT (what Ctrl-C sends) on its
+    `call`-th call, then carry on: the interrupt lands wherever Python is at that moment."""
+    original = getattr(owner, name)
+    calls = {"n": 0}
+
+    def wrapped(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == call:
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(*args, **kwargs)
+
+    setattr(owner, name, wrapped)
+
+
+RECORDED = ("epoch", "step", "complete", "train_loss", "lr", "valid_loss", "valid_mse")
+
+
+@pytest.mark.parametrize(
+    "where, call",
+    [("step", 7), ("zero_grad", 7), ("evaluate", 2)],
+    ids=["during-the-update", "after-the-update", "during-validation"],
+)
+@pytest.mark.parametrize("make", [make_stateless, make_stateful])
+def test_ctrl_c_anywhere_saves_a_checkpoint_that_resumes_exactly(tmp_path, make, where, call):
+    """The update and its count, and an epoch's end and its schedule step, are never split
+    by Ctrl-C: the resumed run ends with the weights, lr and history of the uninterrupted
+    one (the schedule binds here: lr / 10 after 2 epochs without improvement)."""
+    config = {"epochs": 4, "lr": 0.3, "lr_decay": 10.0, "patience": 3}
+    full = make(tmp_path / "full", **config)
+    full.fit()
+    interrupted = make(tmp_path / "cut", **config)
+    owner = interrupted if where == "evaluate" else interrupted.optimizer
+    sigint_on_call(owner, where, call)
+    with pytest.raises(KeyboardInterrupt):
+        interrupted.fit()
+    resumed = make(tmp_path / "cut", **config)
+    resumed.resume(tmp_path / "cut")
+    resumed.fit()
+    assert_same_weights(weights(full.model), weights(resumed.model))
+    assert resumed.optimizer.lr == full.optimizer.lr
+    assert len({r["lr"] for r in full.history}) > 1  # the schedule did move the lr
+    pick = [{k: r[k] for k in RECORDED if k in r} for r in full.history]
+    assert [{k: r[k] for k in RECORDED if k in r} for r in resumed.history] == pick
+
+
+def test_weights_blown_up_by_a_step_are_never_checkpointed(tmp_path):
+    """A step can overflow the weights and still have had a finite loss (only the next
+    step's would show it). The checkpoint kept is the last one with finite weights, and
+    the error names its step."""
+    trainer = make_stateless(tmp_path, checkpoint_every=1)
+    original = trainer.optimizer.step
+    calls = {"n": 0}
+
+    def step_that_overflows():
+        original()
+        calls["n"] += 1
+        if calls["n"] == 3:
+            trainer.model.parameters()[0].data[0] = np.inf
+
+    trainer.optimizer.step = step_that_overflows
+    with pytest.raises(TrainingDivergedError, match="holds nan or inf after step 3") as info:
+        trainer.fit()
+    assert "The last good checkpoint, of step 2, is kept" in str(info.value)
+    kept = make_stateless(tmp_path, checkpoint_every=1)
+    kept.resume(tmp_path)
+    assert kept.step == 2
+    assert all(np.isfinite(v).all() for v in weights(kept.model).values())
+
+
+def test_a_resume_that_is_refused_changes_nothing(tmp_path):
+    make_stateful(tmp_path / "other", batch_size=4, max_steps=3).fit()
+    trainer = make_stateful(tmp_path / "run", batch_size=8, max_steps=2)
+    trainer.fit()
+    before = (weights(trainer.model), trainer.optimizer.state_dict(), trainer.step,
+              trainer.epoch, len(trainer.history), trainer.loader.state_dict())  # fmt: skip
+    with pytest.raises(ValueError, match="batch_size = 4, this batcher has 8"):
+        trainer.resume(tmp_path / "other")
+    assert_same_weights(before[0], weights(trainer.model))
+    assert json.dumps(trainer.optimizer.state_dict(), default=str) == json.dumps(
+        before[1], default=str
+    )
+    after = (trainer.step, trainer.epoch, len(trainer.history), trainer.loader.state_dict())
+    assert after == before[2:]
 
 
 def test_stateless_trainer_checks_the_data_kind():

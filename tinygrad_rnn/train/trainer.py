@@ -23,9 +23,13 @@ import json
 import math
 import operator
 import os
+import signal
+import sys
+import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +40,7 @@ from topologies import detach_state
 
 from .. import checkpoint as ckpt
 from .. import optim
-from ..backend import get_backend, to_host
+from ..backend import get_array_module, get_backend, to_host
 from ..data import DataLoader, StatefulBatcher, check_not_shuffled
 from ..nn import AdaptiveClip, clip_grad_norm
 from ..random import get_rng_state, set_rng_state
@@ -124,6 +128,28 @@ def _check_number(
     )
     if not (is_number and math.isfinite(value) and accept(value)):
         raise ValueError(f"{name} must be a finite number {bound}; got {value!r}")
+
+
+@contextmanager
+def _interrupts_held() -> Iterator[None]:
+    """Run the block whole: a Ctrl-C (SIGINT) arriving inside it is raised as
+    KeyboardInterrupt once the block has finished, so what a checkpoint saved on Ctrl-C
+    holds is never half of it. Signals reach only the main thread; elsewhere, or where the
+    program handles SIGINT itself, the block runs as it is."""
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        yield
+        return
+    received: list[int] = []
+    signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if received:  # reached only when the block ended normally
+        raise KeyboardInterrupt
 
 
 def make_optimizer(name: str, params: list, config: TrainConfig) -> Any:
@@ -251,6 +277,12 @@ class Trainer:
         self.step = 0  # optimizer steps taken
         self.carried: Any = None  # the stateful carry, detached
         self.batch_in_epoch = 0  # batches of the current epoch already trained on
+        self.epoch_loss_sum = 0.0  # the current epoch's training loss, summed over its count
+        self.epoch_count = 0
+        # The epoch's last batch is trained, its validation and schedule step not yet done
+        # (a checkpoint saved then, on Ctrl-C, makes the resumed run do them first).
+        self.validation_pending = False
+        self._saved_step: int | None = None  # the step of the checkpoint this run last wrote
         self.step_losses: list[float] = []  # every step's training loss, for diagnostics
         self.best: float | None = None
         self.bad_epochs = 0
@@ -372,7 +404,10 @@ class Trainer:
         except KeyboardInterrupt:
             if self.comm is not None:  # ranks stop at different points: no collective save
                 self.comm.abort(f"rank {self.rank} interrupted; the last checkpoint is kept", 130)
-            self.save_checkpoint()
+            try:
+                self.save_checkpoint()
+            except TrainingDivergedError as err:  # the weights are not worth keeping
+                print(f"not saved on interrupt: {err}", file=sys.stderr)
             raise
         except TrainingDivergedError:
             raise  # decided on the global loss: every rank raises it at the same step
@@ -395,10 +430,14 @@ class Trainer:
             len(loader), f"epoch {self.epoch + 1}/{c.epochs}", unit, c.quiet or self.rank != 0
         )
         params = self.model.parameters()
-        batches = iter(loader)  # sets the epoch up now: fresh, or the resumed position
-        self.batch_in_epoch = loader.state_dict()["next_batch"]
-        epoch_loss = 0.0
-        epoch_count = 0
+        if self.validation_pending:  # resumed after the epoch's last batch: validate it now
+            batches: Any = iter(())
+        else:
+            batches = iter(loader)  # sets the epoch up now: fresh, or the resumed position
+            self.batch_in_epoch = loader.state_dict()["next_batch"]
+            if self.batch_in_epoch == 0:
+                self.epoch_loss_sum, self.epoch_count = 0.0, 0
+        trained = 0  # this call's samples (or tokens), for the throughput
         started = time.perf_counter()
         self.model.train()
         try:
@@ -417,17 +456,21 @@ class Trainer:
                         loss_value, count, f"the gradient allreduce of step {self.step + 1}"
                     )
                     self._check_finite(loss_value)
-                if self._clip is not None:
-                    self._clip(params)
-                self.optimizer.step()
-                self.optimizer.zero_grad()
-                if self.stateful:
-                    self.carried = detach_state(out.state)
-                self.step += 1
-                self.batch_in_epoch += 1
-                self.step_losses.append(loss_value)
-                epoch_loss += loss_value * count
-                epoch_count += count
+                # The update and its bookkeeping, whole: a checkpoint saved on Ctrl-C holds
+                # either the step and its count or neither, so the resume is exact.
+                with _interrupts_held():
+                    if self._clip is not None:
+                        self._clip(params)
+                    self.optimizer.step()
+                    self.optimizer.zero_grad()
+                    if self.stateful:
+                        self.carried = detach_state(out.state)
+                    self.step += 1
+                    self.batch_in_epoch += 1
+                    self.step_losses.append(loss_value)
+                    self.epoch_loss_sum += loss_value * count
+                    self.epoch_count += count
+                trained += count
                 progress.update(loss_value, count)
                 if c.checkpoint_every and self.step % c.checkpoint_every == 0:
                     self.save_checkpoint()
@@ -437,27 +480,38 @@ class Trainer:
             progress.close()
         seconds = time.perf_counter() - started
         finished_epoch = self.batch_in_epoch >= len(loader)
-        if finished_epoch:
-            self.epoch += 1
-        self.throughput = epoch_count / max(seconds, 1e-9)
+        self.validation_pending = finished_epoch
+        self.throughput = trained / max(seconds, 1e-9) if trained else self.throughput
         record: dict[str, Any] = {
-            "epoch": self.epoch if finished_epoch else self.epoch + 1,
+            "epoch": self.epoch + 1,
             "step": self.step,
             "complete": finished_epoch,
-            "train_loss": epoch_loss / max(epoch_count, 1),
+            "train_loss": self.epoch_loss_sum / max(self.epoch_count, 1),
             "lr": float(self.optimizer.lr),
             "seconds": seconds,
             "throughput": self.throughput,
             "throughput_unit": f"{unit}/s",
         }
-        if self.valid_data is not None:
+        valid = None
+        if self.valid_data is not None:  # may take a while: Ctrl-C here keeps it pending
             valid = self.evaluate(self.valid_data)
             if self.comm is not None:  # equal replicas, equal numbers; rank 0's decide, to be sure
                 valid = self.comm.broadcast_object(valid, "the validation metrics")
             record.update({f"valid_{k}": v for k, v in valid.items()})
+            if not math.isfinite(valid[self.monitor]):  # never saved as this epoch's end
+                raise TrainingDivergedError(
+                    f"validation {self.monitor} became {valid[self.monitor]} after step "
+                    f"{self.step} (epoch {self.epoch + 1}); training stopped. "
+                    f"{self._kept_checkpoint()} Try a smaller lr or a gradient clip."
+                )
+        # The epoch's end, whole: its schedule step, count and record go in together.
+        with _interrupts_held():
             if finished_epoch:  # a partial epoch (max_steps) must not move the schedule
-                self._schedule(valid[self.monitor])
-        self.history.append(record)
+                if valid is not None:
+                    self._schedule(valid[self.monitor])
+                self.epoch += 1
+                self.validation_pending = False
+            self.history.append(record)
         progress.log(
             " ".join(
                 f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
@@ -469,14 +523,33 @@ class Trainer:
         self.save_checkpoint()
         self.write_metrics()
 
+    def _check_finite_weights(self) -> None:
+        for name, p in self.model.named_parameters():
+            if not bool(get_array_module(p.data).isfinite(p.data).all()):
+                raise TrainingDivergedError(
+                    f"parameter {name!r} holds nan or inf after step {self.step} (epoch "
+                    f"{self.epoch + 1}); training stopped. {self._kept_checkpoint()} Try a "
+                    "smaller lr or a gradient clip."
+                )
+
     def _check_finite(self, loss_value: float) -> None:
         if not math.isfinite(loss_value):
             raise TrainingDivergedError(
                 f"the loss became {loss_value} at step {self.step + 1} (epoch "
-                f"{self.epoch + 1}); training stopped. The last good checkpoint is kept"
-                + (f" in {self.out_dir / CHECKPOINT_NAME}" if self.out_dir else "")
-                + ". Try a smaller lr or a gradient clip."
+                f"{self.epoch + 1}); training stopped. {self._kept_checkpoint()} Try a "
+                "smaller lr or a gradient clip."
             )
+
+    def _kept_checkpoint(self) -> str:
+        """What a diverged run leaves on disk, for its error message."""
+        if self.out_dir is None:
+            return "No checkpoint is written (no out_dir)."
+        path = self.out_dir / CHECKPOINT_NAME
+        if self._saved_step is not None:
+            return f"The last good checkpoint, of step {self._saved_step}, is kept in {path}."
+        if path.exists():
+            return f"The last good checkpoint is kept in {path}."
+        return f"No checkpoint had been written yet to {path}."
 
     def _schedule(self, value: float) -> None:
         """Divide lr by `lr_decay` when validation stops improving; maybe stop early."""
@@ -508,14 +581,23 @@ class Trainer:
             "lr": float(self.optimizer.lr),
             "history": self.history,
             "step_losses": self.step_losses,
+            "epoch_loss_sum": self.epoch_loss_sum,
+            "epoch_count": self.epoch_count,
+            "validation_pending": self.validation_pending,
             "carried_state": len(_flatten_state(self.carried)),
             **self.extra,
         }
 
     def save_checkpoint(self) -> Path | None:
-        """Write `checkpoint.npz` atomically (nothing when out_dir is None)."""
+        """Write `checkpoint.npz` atomically (nothing when out_dir is None).
+
+        Weights that are no longer finite are never written over the last good
+        checkpoint: TrainingDivergedError instead. (A step can blow the weights up and
+        still report a finite loss; only the next step's loss would show it.)
+        """
         if self.out_dir is None:
             return None
+        self._check_finite_weights()
         carried = [to_host(s) for s in _flatten_state(self.carried)]
         extra = {}
         if self.comm is not None:
@@ -535,27 +617,24 @@ class Trainer:
         if self.clipper is not None:
             arrays["clip_history"] = self.clipper.state_dict()["history"]
         ckpt.save(path, self.model, self.optimizer, extra=extra, arrays=arrays)
+        self._saved_step = self.step
         return path
 
     def resume(self, path: str | os.PathLike) -> None:
-        """Continue from a checkpoint file, or a run directory's latest checkpoint."""
+        """Continue from a checkpoint file, or a run directory's latest checkpoint.
+
+        Everything is checked before anything changes: a checkpoint of another kind, rank
+        count or data layout raises, leaving the model, optimizer and position as they were.
+        """
         path = Path(path)
         if path.is_dir():
             path = path / CHECKPOINT_NAME
         if not path.exists():
             raise FileNotFoundError(f"no checkpoint to resume at {path}")
-        state = ckpt.load(path, self.model, self.optimizer)
+        state = ckpt.read_extra(path)
         arrays = ckpt.load_arrays(path)
         if state.get("kind") != "tinygrad-rnn-training":
             raise ValueError(f"{path} is a model checkpoint, not a training checkpoint")
-        self.epoch = int(state["epoch"])
-        self.step = int(state["step"])
-        self.best = state["best"]
-        self.bad_epochs = int(state["bad_epochs"])
-        self.stopped_early = bool(state["stopped_early"])
-        self.optimizer.lr = float(state["lr"])
-        self.history = list(state["history"])
-        self.step_losses = list(state.get("step_losses", []))
         saved = state.get("distributed")
         saved_ranks = 1 if saved is None else int(saved["world_size"])
         ranks = 1 if self.comm is None else self.comm.size
@@ -567,15 +646,40 @@ class Trainer:
         loader_state = state["loader"]
         if self.comm is not None:
             loader_state = distributed.rank_loader_state(loader_state, self.loader)
-        self.loader.load_state_dict(loader_state)
-        set_rng_state(state["rng"] if saved is None else saved["rng"][self.rank])
         carried = [arrays[f"carried_{i}"] for i in range(int(state["carried_state"]))]
         if carried and self.comm is not None:  # this rank's lane group of the global carry
             carried = distributed.rank_slice(
                 carried, self.rank, self.comm.size, distributed.state_batch_axis(self.topology)
             )
+        clip_history = None
         if self.clipper is not None and "clip_history" in arrays:
-            self.clipper.load_state_dict({"history": arrays["clip_history"]})
+            clip_history = np.asarray(arrays["clip_history"], dtype=np.float64).reshape(-1)
+        # The loader checks its whole state before taking it; the model and optimizer are
+        # checked whole by ckpt.load. Should that refuse, the loader goes back.
+        position = self.loader.state_dict()
+        self.loader.load_state_dict(loader_state)
+        try:
+            ckpt.load(path, self.model, self.optimizer)
+        except Exception:
+            self.loader.load_state_dict(position)
+            raise
+        self.epoch = int(state["epoch"])
+        self.step = int(state["step"])
+        self.best = state["best"]
+        self.bad_epochs = int(state["bad_epochs"])
+        self.stopped_early = bool(state["stopped_early"])
+        self.optimizer.lr = float(state["lr"])
+        self.history = list(state["history"])
+        self.step_losses = list(state.get("step_losses", []))
+        # Checkpoints from before these were kept: the epoch's loss restarts at the resume,
+        # and an epoch whose batches were all trained was validated before it was saved.
+        self.epoch_loss_sum = float(state.get("epoch_loss_sum", 0.0))
+        self.epoch_count = int(state.get("epoch_count", 0))
+        self.validation_pending = bool(state.get("validation_pending", False))
+        self.batch_in_epoch = int(loader_state["next_batch"])
+        set_rng_state(state["rng"] if saved is None else saved["rng"][self.rank])
+        if clip_history is not None:
+            self.clipper.load_state_dict({"history": clip_history})
         if carried:
             target = get_backend(self.model.parameters()[0].backend)
             tensors = [Tensor(target.asarray(a)) for a in carried]
