@@ -201,6 +201,41 @@ def test_load_state_dict_checks_everything_before_writing():
 
 
 @pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("lr", -1.0, r"lr must be a number in \[0.0, inf\); got -1.0"),
+        ("betas", [0.9, 0.999, 0.5], r"betas must be a pair"),
+        ("betas", [1.0, 0.999], r"betas\[0\] must be a number in \[0.0, 1.0\)"),
+        ("eps", -1.0, r"eps must be a number in \[0.0, inf\)"),
+        ("weight_decay", math.nan, r"weight_decay must be a number"),
+    ],
+)
+def test_a_loaded_hyperparameter_gets_the_constructors_checks(key, value, message):
+    """Loaded hyperparameters were only checked to be numbers: lr=-1 loaded and ascended."""
+    opt = optim.Adam(_params(), lr=0.1)
+    state = opt.state_dict()
+    state["param_groups"][0][key] = value
+    with pytest.raises(ValueError, match="the state dict's param group: Adam: " + message):
+        opt.load_state_dict(state)
+    assert opt.lr == 0.1 and opt.betas == (0.9, 0.999)
+
+
+@pytest.mark.parametrize("make", [lambda p: optim.SGD(p, lr=0.1, momentum=0.9),
+                                  lambda p: optim.Adam(p, lr=0.1)])  # fmt: skip
+def test_a_step_with_one_bad_gradient_moves_no_parameter(make):
+    params = _params()
+    opt = make(params)
+    _set_grads(params, _grads(0))
+    params[-1].grad = np.zeros(params[-1].size + 1, dtype=params[-1].dtype)
+    before = [host(p.data).copy() for p in params]
+    with pytest.raises(ValueError, match=rf"parameter {len(params) - 1} has shape"):
+        opt.step()
+    for p, old in zip(params, before):
+        np.testing.assert_array_equal(host(p.data), old)
+    assert opt.state == {}
+
+
+@pytest.mark.parametrize(
     "make, message",
     [
         (lambda p: optim.SGD(p, lr=-1), "lr"),

@@ -80,16 +80,20 @@ class Optimizer:
             p.grad = None
 
     def step(self) -> None:
-        """Update every parameter that has a gradient, in place."""
+        """Update every parameter that has a gradient, in place (all gradients are
+        checked first: a bad one raises before any parameter has moved)."""
+        self._check_grads()
         for index, p in enumerate(self.params):
-            if p.grad is None:
-                continue
-            if p.grad.shape != p.data.shape:
+            if p.grad is not None:
+                self._update(index, p, p.grad)
+
+    def _check_grads(self) -> None:
+        for index, p in enumerate(self.params):
+            if p.grad is not None and p.grad.shape != p.data.shape:
                 raise ValueError(
                     f"{type(self).__name__}.step: parameter {index} has shape {p.shape} but its "
                     f"grad has shape {tuple(p.grad.shape)}"
                 )
-            self._update(index, p, p.grad)
 
     def _update(self, index: int, param: Tensor, grad: Any) -> None:
         raise NotImplementedError
@@ -220,13 +224,14 @@ class Optimizer:
         self.state = state
 
     def _check_hyperparameters(self, group: dict[str, Any]) -> None:
-        for key in self._hyperparameters:
-            value = group[key]
-            values = value if isinstance(value, (list, tuple)) else [value]
-            for v in values:
-                if isinstance(v, bool):
-                    continue
-                _check_number(type(self).__name__, key, v, -math.inf)
+        """The constructor's own checks on the saved hyperparameters (an lr of -1 or a
+        third beta would load, then ascend or fail at the next step)."""
+        hyper = {k: tuple(v) if isinstance(v, list) else v for k, v in group.items()
+                 if k in self._hyperparameters}  # fmt: skip
+        try:
+            type(self)(self.params, **hyper)  # built and dropped: it only checks
+        except ValueError as err:
+            raise ValueError(f"the state dict's param group: {err}") from None
 
     def _expected_state(self, group: dict[str, Any]) -> tuple[str, ...]:
         """The per-parameter state keys for these hyperparameters."""
