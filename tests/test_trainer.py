@@ -389,6 +389,15 @@ def test_a_resume_that_is_refused_changes_nothing(tmp_path):
     assert after == before[2:]
 
 
+def test_an_extra_that_is_not_json_is_refused_before_training():
+    tr.manual_seed(0)
+    train, valid = sine_windows()
+    topo = topologies.create("many-to-one")
+    model = topo.build(topologies.ModelSpec(cell="lstm", hidden_size=8, input_size=1))
+    with pytest.raises(TypeError, match="extra must be JSON-able.*int64"):
+        Trainer(topo, model, TrainConfig(), train, valid, extra={"window": np.int64(8)})
+
+
 def test_stateless_trainer_checks_the_data_kind():
     tr.manual_seed(0)
     topo = topologies.create("many-to-one")

@@ -250,6 +250,10 @@ class Trainer:
         self.valid_data = valid
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.extra = dict(extra or {})
+        try:  # it goes into every checkpoint: refused now, not at the first save
+            json.dumps(self.extra)
+        except (TypeError, ValueError) as err:
+            raise TypeError(f"extra must be JSON-able, as checkpoints store it: {err}") from None
         self.optimizer = optimizer or make_optimizer(config.optimizer, model.parameters(), config)
         self.clipper = None  # AutoClip, when asked for; it keeps the norms' history
         if config.clip_percentile is not None:
