@@ -279,6 +279,29 @@ def test_resume_mid_epoch_ends_with_the_same_weights(tmp_path, make, clip):
     assert_same_weights(weights(full.model), weights(second.model))
 
 
+def make_with_own_generator(tmp_path=None, **config):
+    """A stateful LM whose dropout draws from a generator of its own, passed to build."""
+    ids = token_stream()
+    topo = topologies.create("synced")
+    spec = topologies.ModelSpec(cell="lstm", hidden_size=12, vocab_size=7, embedding_size=6,
+                                output_size=7, head="probabilities", num_layers=2, dropout=0.3)  # fmt: skip
+    model = topo.build(spec, generator=np.random.default_rng(7))
+    cfg = TrainConfig(**{"epochs": 2, "batch_size": 4, "time_size": 10, "lr": 1e-2,
+                         "quiet": True, **config})  # fmt: skip
+    return Trainer(topo, model, cfg, ids[:1600], ids[1600:], out_dir=tmp_path)
+
+
+def test_resume_restores_the_generators_the_layers_draw_their_dropout_from(tmp_path):
+    full = make_with_own_generator(tmp_path / "full")
+    full.fit()
+    first = make_with_own_generator(tmp_path / "cut", max_steps=len(full.loader) + 3)
+    first.fit()
+    second = make_with_own_generator(tmp_path / "cut")
+    second.resume(tmp_path / "cut")
+    second.fit()
+    assert_same_weights(weights(full.model), weights(second.model))
+
+
 def test_ctrl_c_saves_a_checkpoint_that_resumes_exactly(tmp_path):
     full = make_stateful(tmp_path / "full")
     full.fit()

@@ -589,8 +589,19 @@ class Trainer:
             "epoch_count": self.epoch_count,
             "validation_pending": self.validation_pending,
             "carried_state": len(_flatten_state(self.carried)),
+            "generators": [g.bit_generator.state for g in self._layer_generators()],
             **self.extra,
         }
+
+    def _layer_generators(self) -> list[np.random.Generator]:
+        """The generators the model's layers draw from (dropout masks), other than the
+        library's: passed to `build`, they go into checkpoints beside the library's."""
+        found: dict[int, np.random.Generator] = {}
+        for module in self.model.modules():
+            generator = getattr(module, "generator", None)
+            if isinstance(generator, np.random.Generator):
+                found.setdefault(id(generator), generator)
+        return list(found.values())
 
     def save_checkpoint(self) -> Path | None:
         """Write `checkpoint.npz` atomically (nothing when out_dir is None).
@@ -655,6 +666,13 @@ class Trainer:
             carried = distributed.rank_slice(
                 carried, self.rank, self.comm.size, distributed.state_batch_axis(self.topology)
             )
+        generators = self._layer_generators()
+        saved_generators = state.get("generators")  # absent: written before they were kept
+        if saved_generators is not None and len(saved_generators) != len(generators):
+            raise ValueError(
+                f"{path} holds the states of {len(saved_generators)} layer generator(s); this "
+                f"model's layers draw from {len(generators)}"
+            )
         clip_history = None
         if self.clipper is not None and "clip_history" in arrays:
             clip_history = np.asarray(arrays["clip_history"], dtype=np.float64).reshape(-1)
@@ -682,6 +700,8 @@ class Trainer:
         self.validation_pending = bool(state.get("validation_pending", False))
         self.batch_in_epoch = int(loader_state["next_batch"])
         set_rng_state(state["rng"] if saved is None else saved["rng"][self.rank])
+        for generator, saved_state in zip(generators, saved_generators or []):
+            generator.bit_generator.state = saved_state
         if clip_history is not None:
             self.clipper.load_state_dict({"history": clip_history})
         if carried:
