@@ -283,8 +283,10 @@ def make_with_own_generator(tmp_path=None, **config):
     """A stateful LM whose dropout draws from a generator of its own, passed to build."""
     ids = token_stream()
     topo = topologies.create("synced")
-    spec = topologies.ModelSpec(cell="lstm", hidden_size=12, vocab_size=7, embedding_size=6,
-                                output_size=7, head="probabilities", num_layers=2, dropout=0.3)  # fmt: skip
+    spec = topologies.ModelSpec(
+        cell="lstm", hidden_size=12, vocab_size=7, embedding_size=6, output_size=7,
+        head="probabilities", num_layers=2, dropout=0.3,
+    )  # fmt: skip
     model = topo.build(spec, generator=np.random.default_rng(7))
     cfg = TrainConfig(**{"epochs": 2, "batch_size": 4, "time_size": 10, "lr": 1e-2,
                          "quiet": True, **config})  # fmt: skip
