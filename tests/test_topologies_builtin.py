@@ -596,3 +596,30 @@ def test_synced_float32_training_loss_is_the_fused_head_with_the_same_gradients(
     for name, p in model.named_parameters():
         np.testing.assert_allclose(fused[name], to_host(tr.Tensor(p.grad)), rtol=1e-4,
                                    atol=1e-6, err_msg=name)  # fmt: skip
+
+
+@pytest.mark.parametrize("grad", [True, False], ids=["training", "evaluation"])
+def test_synced_counts_and_scores_only_the_targets_that_are_not_padding(grad):
+    """Class -1 is padding: the loss skips it, so the count that weighs a batch in the
+    trainer's means, and the accuracy's denominator, skip it too."""
+    tr.manual_seed(0)
+    topo = topologies.create("synced", stateful=False)
+    spec = ModelSpec(cell="gru", hidden_size=8, vocab_size=7, embedding_size=4,
+                     output_size=7, head="probabilities")  # fmt: skip
+    model = topo.build(spec)
+    rng = np.random.default_rng(0)
+    inputs = rng.integers(0, 7, (4, 5))
+    targets = rng.integers(0, 7, (4, 5))
+    targets[:2, 2:] = -1  # the first two rows are padded after 2 steps
+    with tr.enable_grad() if grad else tr.no_grad():
+        whole = topo.loss(model, inputs, targets)
+        halves = (slice(0, 2), slice(2, 4))
+        parts = [topo.loss(model, inputs[rows], targets[rows]) for rows in halves]
+    assert whole.count == 14 and [p.count for p in parts] == [4, 10]
+    weighted = sum(p.loss.item() * p.count for p in parts) / sum(p.count for p in parts)
+    assert weighted == pytest.approx(whole.loss.item(), rel=1e-5)  # the mean over scored steps
+    if not grad:
+        correct, scored = topo.batch_metrics(model, inputs, targets, whole)["accuracy"]
+        assert scored == 14
+        predicted = to_host(whole.outputs.data).argmax(-1)
+        assert int(correct) == int(((predicted == targets) & (targets != -1)).sum())

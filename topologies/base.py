@@ -312,6 +312,20 @@ def inference(model: nn.Module) -> Iterator[None]:
             object.__setattr__(m, "training", mode)  # as Module.train does, one module at a time
 
 
+# A class target of -1 is padding: the loss neither scores nor counts it (the default
+# ignore_index of F.softmax_cross_entropy, as PyTorch's cross_entropy).
+IGNORE_INDEX = -1
+
+
+def scored_targets(head: Any, targets: Any) -> int:
+    """How many of `targets` a head's loss scores: every one for regression; for classes,
+    those that are not IGNORE_INDEX. Batches are weighted by it in the trainer's means."""
+    data = targets.data if isinstance(targets, Tensor) else targets
+    if getattr(head, "kind", None) != "probabilities":
+        return int(np.prod(np.shape(data)[:2]))
+    return int((data != IGNORE_INDEX).sum())
+
+
 def targets_like(targets: Any, outputs: Tensor) -> Tensor:
     """Targets as a constant Tensor on the outputs' backend.
 
@@ -406,7 +420,8 @@ class Topology:
         expected = targets_like(targets, out.outputs).data
         if predicted.shape != expected.shape:
             return {}
-        return {"accuracy": ((predicted == expected).sum(), int(expected.size))}
+        scored = expected != IGNORE_INDEX  # padding is no miss
+        return {"accuracy": (((predicted == expected) & scored).sum(), int(scored.sum()))}
 
     # ---- helpers for subclasses ----------------------------------------------------
     @staticmethod

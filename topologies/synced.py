@@ -17,6 +17,7 @@ from .base import (
     Topology,
     inference,
     refuse_bidirectional,
+    scored_targets,
 )
 from .registry import register
 
@@ -59,7 +60,7 @@ class Synced(Topology):
         # A stateless tagger's batches are independent windows (the last one may be
         # smaller): its final state is nothing to carry, in training or evaluation.
         carried = state if self.stateful else None
-        return StepOutput(loss, carried, int(np.prod(inputs.shape[:2])), outputs)
+        return StepOutput(loss, carried, scored_targets(model.head, targets), outputs)
 
     def predict(self, model: RecurrentModel, inputs: Any, state: Any = None) -> tuple[Any, Any]:
         """Per-step values or probabilities (N, T, F or V), and the final state to continue."""
