@@ -122,19 +122,18 @@ def test_many_to_one_gradients_classifying_token_sequences():
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
-def test_many_to_one_time_size_differentiates_the_last_chunk_from_a_constant_state(cell, rng):
-    # T = 10 in chunks of 4: steps 0-7 only move the state forward; backward covers 8-9.
+def test_many_to_one_time_size_differentiates_the_last_steps_from_a_constant_state(cell, rng):
+    # T = 10, time_size 4: steps 0-5 only move the state forward; backward covers 6-9.
     topology, model = build("many-to-one", values_spec(cell), time_size=4)
     X = rng.standard_normal((2, 10, 2))
     targets = rng.standard_normal((2, 2))
     with tr.no_grad():
-        _, carried = model.features(X[:, :4])
-        _, carried = model.features(X[:, 4:8], carried)
+        _, carried = model.features(X[:, :6])
 
     def last_chunk_only() -> Tensor:
-        # What truncated BPTT differentiates: the state entering the last chunk is a
+        # What truncated BPTT differentiates: the state entering the last 4 steps is a
         # constant (computed once, before any nudge).
-        out, _ = model.features(X[:, 8:], carried)
+        out, _ = model.features(X[:, 6:], carried)
         outputs = model.head(out[:, -1])
         return model.head.loss(outputs, tr.tensor(targets))
 
@@ -148,11 +147,11 @@ def test_many_to_one_time_size_differentiates_the_last_chunk_from_a_constant_sta
     # Inputs: the last chunk's get their true gradient; earlier steps get none.
     x = tr.tensor(X, requires_grad=True)
     topology.loss(model, x, targets).loss.backward()
-    assert np.all(to_host(x.grad)[:, :8] == 0) and np.any(to_host(x.grad)[:, 8:] != 0)
-    early = tr.tensor(X[:, :8])
+    assert np.all(to_host(x.grad)[:, :6] == 0) and np.all(to_host(x.grad)[:, 6:] != 0)
+    early = tr.tensor(X[:, :6])
     gradcheck(
         lambda last: topology.loss(model, tr.concatenate([early, last], axis=1), targets).loss,
-        [X[:, 8:]],
+        [X[:, 6:]],
     )
 
 

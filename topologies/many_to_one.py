@@ -27,10 +27,10 @@ class ManyToOne(Topology):
     inputs: values (N, T, D) or token ids (N, T). targets: regression values
     (N, F) (a (N, 1, F) window target is accepted), or class ids (N,).
 
-    Option `time_size`: read a long sequence in chunks of that many steps,
-    carrying the state between chunks but cutting it from the graph, so
-    backward is truncated to the last chunk (predicting step 1001 from 1000
-    with BPTT over the last 30).
+    Option `time_size`: backpropagate through the last `time_size` steps only.
+    The steps before them move the state forward without a graph (one pass, no
+    memory kept for backward), and the state enters the last steps cut from it:
+    predicting step 1001 from 1000 with BPTT over the last 30.
     """
 
     options = {"time_size": None}
@@ -67,14 +67,13 @@ class ManyToOne(Topology):
     def last_step(self, model: RecurrentModel, inputs: Any, state: Any = None) -> Tensor:
         """Head outputs of the last step, (N, F) or (N, C)."""
         T = inputs.shape[1]
-        chunk = self.time_size or T
-        if chunk < T:
-            # Earlier chunks only move the state forward: no graph is kept for them.
+        graded = self.time_size or T
+        if graded < T:
+            # The earlier steps only move the state forward: no graph is kept for them.
             with no_grad():
-                for start in range(0, T - chunk, chunk):
-                    _, state = model.features(inputs[:, start : start + chunk], state)
+                _, state = model.features(inputs[:, : T - graded], state)
             state = detach_state(state)
-            inputs = inputs[:, T - ((T - 1) % chunk + 1) :]
+            inputs = inputs[:, T - graded :]
         out, _ = model.features(inputs, state)
         return model.head(out[:, -1])
 
