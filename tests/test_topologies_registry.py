@@ -125,3 +125,58 @@ def test_broken_plugin_is_an_error_in_strict_mode(tmp_path):
 def test_unknown_topology_option_is_refused():
     with pytest.raises(ValueError, match="no option"):
         topologies.create("seq2seq", peeky=True, bogus=1)
+
+
+def test_overriding_a_name_that_is_an_alias_moves_it_for_lookups_and_listing_alike(tmp_path):
+    code = (
+        "import topologies\n"
+        "@topologies.register('seq2seq', override=True)\n"
+        "class Mine(topologies.Topology):\n"
+        "    '''Mine.'''\n"
+        "builtin = topologies.get('many-to-many-seq2seq')\n"
+        "assert topologies.get('seq2seq') is Mine, topologies.get('seq2seq')\n"
+        "assert topologies.available()['seq2seq'] == 'Mine.'\n"
+        "assert 'seq2seq' not in builtin.aliases, builtin.aliases\n"
+        "print('OK')\n"
+    )
+    result = run_python(code, tmp_path)
+    assert result.returncode == 0 and "OK" in result.stdout, result.stderr
+
+
+def test_a_plugin_naming_a_builtin_class_adds_an_alias_and_never_renames_it(tmp_path):
+    """Checkpoints store a topology's name: a plugin must not change a built-in's."""
+    root = tmp_path / "site"
+    root.mkdir()
+    info = root / "lmalias-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: lmalias\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(
+        "[tinygrad_rnn.topologies]\nlm = topologies.synced:Synced\n"
+    )
+    code = (
+        "import topologies\n"
+        "from topologies.synced import Synced\n"
+        "listing = topologies.available()\n"
+        "assert topologies.get('lm') is Synced\n"
+        "assert Synced.name == 'many-to-many-synced', Synced.name\n"
+        "assert set(Synced.aliases) == {'synced', 'lm'}, Synced.aliases\n"
+        "assert 'lm' not in listing and topologies.create('synced').name == Synced.name\n"
+        "print('OK')\n"
+    )
+    result = run_python(code, root)
+    assert result.returncode == 0 and "OK" in result.stdout, result.stderr
+
+
+def test_a_lookup_from_another_thread_waits_for_plugin_discovery(tmp_path):
+    slow = "import time\ntime.sleep(1.0)\n" + GOOD_PLUGIN
+    root = write_plugin(tmp_path / "site", "slowplugin", "slowplugin", slow, "mean-over-time",
+                        "MeanOverTime")  # fmt: skip
+    code = (
+        "import threading, time, topologies\n"
+        "threading.Thread(target=topologies.available).start()\n"
+        "time.sleep(0.3)  # discovery is loading the slow plugin now\n"
+        "print(topologies.get('mean-over-time').__name__)\n"
+    )
+    result = run_python(code, root)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "MeanOverTime"

@@ -7,8 +7,10 @@ the entry point's name. Entry points are read lazily, the first time topologies
 are listed or looked up, so importing `topologies` stays cheap.
 
 A plugin module may itself import `topologies` and look up a built-in (to
-subclass it) while it is being loaded: lookups made during discovery see what
-is registered so far instead of starting discovery again.
+subclass it) while it is being loaded: its lookups see what is registered so
+far instead of starting discovery again, while lookups from other threads wait
+for discovery to finish. A class keeps the first name it was registered under
+(checkpoints store it); registering it again under another name adds an alias.
 """
 
 from __future__ import annotations
@@ -49,6 +51,9 @@ _topologies: dict[str, type] = {}  # canonical name -> class
 _aliases: dict[str, str] = {}  # alias -> canonical name
 _lock = threading.RLock()
 _discovery = "pending"  # "pending" -> "running" -> "done"
+_discoverer: int | None = None  # the thread running discovery
+_discovered = threading.Event()  # set when no discovery is running
+_discovered.set()
 
 
 def _key(name: str) -> str:
@@ -75,21 +80,48 @@ def _add(cls: Any, name: str, aliases: tuple[str, ...], override: bool) -> None:
 
     if not (isinstance(cls, type) and issubclass(cls, Topology)):
         raise TypeError(f"topology {name!r} must be a subclass of topologies.Topology; got {cls!r}")
-    canonical = _key(name)
-    names = [canonical, *(_key(a) for a in aliases)]
+    names = list(dict.fromkeys([_key(name), *(_key(a) for a in aliases)]))
     with _lock:
         for n in names:
-            holder = _topologies.get(n) or _topologies.get(_aliases.get(n, ""))
+            holder = _holder(n)
             if holder is not None and holder is not cls and not override:
                 raise ValueError(
                     f"topology name {n!r} is already registered (by {holder.__module__}."
                     f"{holder.__qualname__}); pass override=True to replace it"
                 )
+        # A class registered already keeps its name (checkpoints store it): another name
+        # for it, such as a plugin's entry point naming a built-in, becomes an alias.
+        current = next((n for n, c in _topologies.items() if c is cls), None)
+        canonical = current or names[0]
+        alias_names = [n for n in names if n != canonical]
+        for n in [canonical, *alias_names]:
+            _release(n, cls, canonical)
         _topologies[canonical] = cls
-        cls.name = canonical
-        cls.aliases = tuple(names[1:])
-        for alias in names[1:]:
+        for alias in alias_names:
             _aliases[alias] = canonical
+        cls.name = canonical
+        cls.aliases = tuple(a for a, c in _aliases.items() if c == canonical)
+
+
+def _holder(name: str) -> type | None:
+    """The class `name` resolves to now, as `get` resolves it."""
+    return _topologies.get(_aliases.get(name, name))
+
+
+def _release(name: str, cls: type, canonical: str) -> None:
+    """Free `name` for `cls` (registered as `canonical`): an alias of another class moves,
+    and a class registered under it as its own name, when it becomes an alias, goes."""
+    target = _aliases.get(name)
+    if target is not None and _topologies.get(target) is not cls:
+        del _aliases[name]
+        old = _topologies.get(target)
+        if old is not None:
+            old.aliases = tuple(a for a in old.aliases if a != name)
+    holder = _topologies.get(name)
+    if holder is not None and holder is not cls and name != canonical:
+        del _topologies[name]
+        for alias in [a for a, c in _aliases.items() if c == name]:
+            del _aliases[alias]
 
 
 def unregister(name: str) -> None:
@@ -104,12 +136,23 @@ def unregister(name: str) -> None:
 
 
 def _discover() -> None:
-    """Load entry-point plugins once. Re-entrant calls during loading return at once."""
-    global _discovery
+    """Load entry-point plugins once. A lookup made by a plugin while it loads (same
+    thread) returns at once with what is registered so far; other threads wait for the
+    whole discovery, so they never see a partial registry."""
+    global _discovery, _discoverer
     with _lock:
-        if _discovery != "pending":
+        if _discovery == "done":
             return
-        _discovery = "running"
+        if _discovery == "running":
+            if _discoverer == threading.get_ident():
+                return
+            waiting = True
+        else:
+            _discovery, _discoverer, waiting = "running", threading.get_ident(), False
+            _discovered.clear()
+    if waiting:
+        _discovered.wait()
+        return
     strict = os.environ.get("TINYGRAD_RNN_STRICT_PLUGINS", "") not in ("", "0")
     try:
         for ep in entry_points(group=ENTRY_POINT_GROUP):
@@ -126,7 +169,8 @@ def _discover() -> None:
                 warnings.warn(message + " (skipped)", RuntimeWarning, stacklevel=3)
     finally:
         with _lock:
-            _discovery = "done"
+            _discovery, _discoverer = "done", None
+        _discovered.set()
 
 
 def rediscover() -> None:
