@@ -116,3 +116,53 @@ def test_torch_round_trip_keeps_names_and_values():
         theirs.load_state_dict({k: torch.from_numpy(v).float() for k, v in back.items()})
         for name, value in original.items():
             np.testing.assert_array_equal(theirs.state_dict()[name].numpy(), value.numpy())
+
+
+class TiedPair(Module):
+    """One parameter under two names, as a word LM's embedding and decoder."""
+
+    def __init__(self):
+        super().__init__()
+        self.encoder = Parameter(tr.tensor(np.arange(6, dtype=np.float32).reshape(3, 2)).data)
+        self.decoder = self.encoder
+
+
+def test_a_tied_parameter_goes_out_under_each_of_its_names_and_comes_back():
+    module = TiedPair()
+    out = torch_state_dict(module)
+    assert sorted(out) == ["decoder", "encoder"]
+    np.testing.assert_array_equal(out["decoder"], out["encoder"])
+    assert sorted(torch_state_dict(module, grads=True)) == ["decoder", "encoder"]
+    back = TiedPair()
+    load_torch_state_dict(back, {k: v * 2 for k, v in out.items()})
+    np.testing.assert_array_equal(to_host(back.encoder), 2 * out["encoder"])
+
+
+def test_a_tied_word_lm_loads_into_the_same_tied_torch_module():
+    torch = pytest.importorskip("torch")
+    import topologies
+
+    spec = topologies.ModelSpec(cell="lstm", hidden_size=4, vocab_size=9, embedding_size=4,
+                                output_size=9, head="probabilities", tie_weights=True)  # fmt: skip
+    ours = topologies.create("synced").build(spec)
+    state = torch_state_dict(ours)
+    assert state["head.linear.weight"] is state["embedding.weight"]
+
+    class Head(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = torch.nn.Linear(4, 9)
+
+    class WordLM(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embedding = torch.nn.Embedding(9, 4)
+            self.rnn = torch.nn.LSTM(4, 4, batch_first=True)
+            self.head = Head()
+            self.head.linear.weight = self.embedding.weight  # tied, as ours
+
+    theirs = WordLM()
+    theirs.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})  # strict
+    np.testing.assert_array_equal(theirs.head.linear.weight.detach().numpy(),
+                                  to_host(ours.embedding.weight))  # fmt: skip
+    assert sorted(theirs.state_dict()) == sorted(state)

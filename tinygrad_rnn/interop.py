@@ -61,12 +61,17 @@ def load_torch_state_dict(module: Module, state_dict: Mapping[str, Any]) -> None
 def torch_state_dict(module: Module, grads: bool = False) -> dict[str, np.ndarray | None]:
     """The module's parameters (or, with `grads=True`, their gradients) as host NumPy
     arrays under their (PyTorch) names. A parameter without a gradient maps to None,
-    as torch's `.grad` does.
+    as torch's `.grad` does. A tied parameter appears under each of its names, as in
+    torch's own state dict of a tied module (a strict `load_state_dict` wants them all).
     """
+    out: dict[str, np.ndarray | None]
     if not grads:
-        return module.state_dict()
-    out: dict[str, np.ndarray | None] = {}
-    for name, p in module.named_parameters():
-        g = p.grad
-        out[name] = None if g is None else np.array(g.get() if hasattr(g, "get") else g)
+        out = dict(module.state_dict())
+    else:
+        out = {}
+        for name, p in module.named_parameters():
+            g = p.grad
+            out[name] = None if g is None else np.array(g.get() if hasattr(g, "get") else g)
+    for alias, owner in module.tied_names().items():
+        out[alias] = out[owner]
     return out
