@@ -118,6 +118,9 @@ def test_synthetic_data_leaves_the_global_rng_alone():
         (lambda: noisy_sine(10, 10, -1, 0), "noise_std"),
         (lambda: waveforms_classification(0, 10, 0), "n"),
         (lambda: waveforms_classification(4, 10, 0, freq_range=(0.2, 0.1)), "freq_range"),
+        (lambda: waveforms_classification(4, 10, 0, freq_range=(0.1, np.inf)), "freq_range"),
+        (lambda: waveforms_generation(4, 10, 0, freq_range=(0.1,)), "freq_range"),
+        (lambda: waveforms_generation(4, 10, 0, freq_range="ab"), "freq_range"),
         (lambda: waveforms_generation(4, 0, 0), "length"),
     ],
 )

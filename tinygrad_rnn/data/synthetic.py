@@ -7,6 +7,8 @@ sine ``sin(2 pi u)``; square ``+1`` for ``u < 1/2`` else ``-1``; sawtooth ``2u -
 to rise through 0 at ``u = 0``; triangle, also rising through 0 at ``u = 0``.
 """
 
+import math
+
 import numpy as np
 
 from ._checks import as_generator, positive_int
@@ -59,9 +61,14 @@ def wave(kind: int, u: np.ndarray) -> np.ndarray:
 
 
 def _check_freq_range(freq_range: tuple[float, float]) -> tuple[float, float]:
-    lo, hi = (float(v) for v in freq_range)
-    if not 0 < lo <= hi:
-        raise ValueError(f"freq_range must be (low, high) with 0 < low <= high, got {freq_range}")
+    try:
+        lo, hi = (float(v) for v in freq_range)
+    except (TypeError, ValueError):
+        lo = hi = math.nan  # refused below, naming the value
+    if not (math.isfinite(lo) and math.isfinite(hi) and 0 < lo <= hi):
+        raise ValueError(
+            f"freq_range must be (low, high), finite, with 0 < low <= high; got {freq_range!r}"
+        )
     return lo, hi
 
 
