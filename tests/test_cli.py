@@ -152,6 +152,15 @@ def test_a_flag_the_recipe_does_not_read_is_one_clear_line(recipe, flags, named)
     assert_one_line_error(cli("train", recipe, *flags), f"recipe {recipe!r} does not read {named}")
 
 
+def test_a_diverged_run_ends_with_one_line_and_exit_status_1(tmp_path):
+    result = cli("train", "sine", "--lr", "1e30", "--max-steps", "30", "--quiet",
+                 "--out", str(tmp_path / "run"))  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("tinygrad-rnn: diverged: the loss became") and "smaller lr" in last
+
+
 def test_resume_continues_a_run(tmp_path):
     out = tmp_path / "run"
     assert cli("train", "sine", "--max-steps", "3", "--out", str(out), "--quiet").returncode == 0

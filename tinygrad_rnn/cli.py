@@ -370,6 +370,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
         print(f"tinygrad-rnn: error: {message}".splitlines()[0], file=sys.stderr)
         return 2
+    except RuntimeError as err:
+        from .train import TrainingDivergedError
+
+        if not isinstance(err, TrainingDivergedError):
+            raise
+        print(f"tinygrad-rnn: diverged: {err}".splitlines()[0], file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
