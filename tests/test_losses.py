@@ -5,6 +5,7 @@ where torch is installed, against torch.nn.functional.
 """
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -123,6 +124,44 @@ def test_cross_entropy_is_stable_for_huge_logits():
     # Row 0: target 1 is 1e4 below the max; row 1: two tied maxima, log 2.
     np.testing.assert_allclose(loss.item(), (1e4 + math.log(2)) / 2, rtol=1e-6)
     assert np.isfinite(host(x.grad)).all()
+
+
+@pytest.mark.parametrize("fused", [False, True], ids=["cross_entropy", "fused_head"])
+@pytest.mark.parametrize("top", [85.0, 88.5])
+def test_float32_logits_near_overflow_keep_finite_exact_gradients(fused, top):
+    """Rows whose unshifted exp sum nears float32's limit are redone shifted: the fused
+    backward's exps @ W overflowed to inf, and a subnormal row scale kept a few bits."""
+    torch = pytest.importorskip("torch")
+    rows = 4000
+    x = np.tile(np.float32([[1.0, 1.0, 1.0]]), (rows, 1))
+    w = np.array([[top / 3] * 3, [(top - 2.5) / 3] * 3, [(top - 8.5) / 3] * 3], np.float32)
+    targets = np.zeros(rows, dtype=np.int64)
+    theirs_x = torch.tensor(x, requires_grad=True)
+    theirs_w = torch.tensor(w, requires_grad=True)
+    torch.nn.functional.cross_entropy(theirs_x @ theirs_w.T, torch.tensor(targets)).backward()
+    ours_x = tr.tensor(x, requires_grad=True)
+    ours_w = tr.tensor(w, requires_grad=True)
+    if fused:
+        F.linear_cross_entropy(ours_x, ours_w, None, targets).backward()
+    else:
+        F.softmax_cross_entropy(F.linear(ours_x, ours_w), targets).backward()
+    for ours, theirs in ((ours_x, theirs_x), (ours_w, theirs_w)):
+        assert np.isfinite(host(ours.grad)).all()
+        np.testing.assert_allclose(host(ours.grad), theirs.grad.numpy(), rtol=2e-4, atol=1e-12)
+
+
+def test_an_ignored_row_adds_nothing_even_where_its_stand_in_class_is_minus_inf():
+    logits = np.array([[-np.inf, 1, 2], [-np.inf, 0.5, 0.1]], np.float32)
+    loss = F.softmax_cross_entropy(tr.tensor(logits, requires_grad=True), np.array([2, -1]))
+    assert loss.item() == pytest.approx(math.log(1 + math.exp(-1)), rel=1e-6)
+
+
+def test_raw_logits_are_taken_as_constants():
+    logits = np.random.default_rng(0).standard_normal((4, 5)).astype(np.float32)
+    targets = np.array([0, 1, 2, 3])
+    expected = F.softmax_cross_entropy(tr.tensor(logits), targets).item()
+    assert F.softmax_cross_entropy(logits, targets).item() == expected
+    assert F.perplexity(logits, targets) == pytest.approx(math.exp(expected))
 
 
 def test_cross_entropy_is_one_tape_entry_backwarded_once():
@@ -274,6 +313,20 @@ def test_linear_cross_entropy_names_bad_arguments():
         F.linear_cross_entropy(tr.tensor(np.zeros((2, 5), np.float32)), weight, None, [0, 1])
     with pytest.raises(ValueError, match=r"bias shape \(3,\) must be \(out_features,\)"):
         F.linear_cross_entropy(x, weight, tr.tensor(np.zeros(3, np.float32)), [0, 1])
+    with tr.no_grad(), pytest.raises(ValueError, match=r"bias shape \(3,\) must be"):
+        F.linear_cross_entropy(x, weight, tr.tensor(np.zeros(3, np.float32)), [0, 1])
+
+
+@pytest.mark.parametrize("bias_shape", [(1,), (2, 4), (3,)])
+def test_linear_refuses_a_bias_that_is_not_out_features_long(bias_shape):
+    x = tr.tensor(np.ones((2, 3), np.float32), requires_grad=True)
+    weight = tr.tensor(np.ones((4, 3), np.float32), requires_grad=True)
+    bias = tr.tensor(np.ones(bias_shape, np.float32), requires_grad=True)
+    with pytest.raises(ValueError, match=rf"linear: bias shape {re.escape(str(bias_shape))} "
+                                         r"must be \(out_features,\) = \(4,\)"):  # fmt: skip
+        F.linear(x, weight, bias)
+    with pytest.raises(ValueError, match=r"weight must be \(out_features, in_features\)"):
+        F.linear(x, tr.tensor(np.ones(3, np.float32)))
 
 
 # ---- mse_loss -----------------------------------------------------------------

@@ -412,3 +412,38 @@ def test_relu_and_clip_pass_no_gradient_outside():
     x = tr.tensor(np.array([-1.0, 0.5, 2.0]), requires_grad=True)
     (x.relu() + x.clip(0.0, 1.0)).sum().backward()
     np.testing.assert_allclose(to_host(tr.Tensor(x.grad)), [0.0, 2.0, 1.0])
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda x: x.sum(axis=2),
+        lambda x: x.mean(axis=-3),
+        lambda x: x.max(axis=5),
+        lambda x: x.transpose(0, 3),
+        lambda x: tr.ops.concatenate([x, x], axis=2),
+        lambda x: tr.ops.stack([x, x], axis=3),
+    ],
+)
+def test_an_axis_out_of_range_raises_naming_it_and_never_wraps(call):
+    x = tr.tensor(np.arange(6, dtype=np.float32).reshape(2, 3), requires_grad=True)
+    with pytest.raises(np.exceptions.AxisError, match="out of bounds for array of dimension"):
+        call(x)
+
+
+def test_list_operands_follow_numpys_promotion_and_never_upcast_a_float_tensor():
+    ids = tr.tensor(np.array([1, 2, 3]))
+    np.testing.assert_array_equal((ids + [0.5, 0.5, 0.5]).numpy(), [1.5, 2.5, 3.5])
+    mask = tr.tensor(np.array([True, False]))
+    np.testing.assert_array_equal((mask * [2, 3]).numpy(), [2, 0])
+    x = tr.tensor(np.ones(2, np.float32))
+    assert (x + [0.5, 1.5]).dtype == np.float32
+
+
+def test_a_cast_to_integers_or_bools_passes_no_gradient():
+    x = tr.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    for dtype in (np.int32, bool):
+        assert not x.astype(dtype).requires_grad
+    y = x.astype(np.float64)  # a float cast does
+    (y * 2).sum().backward()
+    np.testing.assert_array_equal(to_host(x.grad), [2.0, 2.0, 2.0])

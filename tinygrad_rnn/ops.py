@@ -62,7 +62,16 @@ def _axes(axis: int | Sequence[int] | None, ndim: int) -> tuple[int, ...]:
         return tuple(range(ndim))
     # operator.index accepts NumPy integers too (axis=np.int64(1)).
     axes = (axis,) if isinstance(axis, numbers.Integral) else tuple(axis)
-    return tuple(operator.index(a) % ndim if ndim else operator.index(a) for a in axes)
+    return tuple(_axis(a, ndim) for a in axes)
+
+
+def _axis(axis: Any, ndim: int) -> int:
+    """`axis` in [0, ndim), counted from the end when negative; out of range raises
+    NumPy's AxisError naming it and the dimension count (it never wraps around)."""
+    index = operator.index(axis)
+    if not -ndim <= index < ndim:
+        raise np.exceptions.AxisError(index, ndim)
+    return index % ndim
 
 
 def _expand_reduced(xp: Any, g: Any, axes: tuple[int, ...], keepdims: bool, shape) -> Any:
@@ -231,7 +240,7 @@ def transpose(x: Tensor, *axes) -> Tensor:
     """Permute axes (all reversed when none are given), like ndarray.transpose."""
     if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
         axes = tuple(axes[0])
-    order = tuple(operator.index(a) % x.ndim for a in axes) if axes else tuple(range(x.ndim))[::-1]
+    order = tuple(_axis(a, x.ndim) for a in axes) if axes else tuple(range(x.ndim))[::-1]
     if sorted(order) != list(range(x.ndim)):
         raise ValueError(f"transpose: axes {axes} are not a permutation of {x.ndim} axes")
     # The inverse permutation, on the host: no device argsort and sync per call on CuPy.
@@ -287,7 +296,7 @@ def concatenate(tensors: Sequence[Any], axis: int = 0) -> Tensor:
     tensors = _lift("concatenate", *tensors)
     xp = get_array_module(tensors[0].data)
     ndim = tensors[0].ndim
-    axis = axis % ndim
+    axis = _axis(axis, ndim)
     bounds = []
     start = 0
     for t in tensors:
@@ -304,7 +313,7 @@ def concatenate(tensors: Sequence[Any], axis: int = 0) -> Tensor:
 def stack(tensors: Sequence[Any], axis: int = 0) -> Tensor:
     tensors = _lift("stack", *tensors)
     xp = get_array_module(tensors[0].data)
-    axis = axis % (tensors[0].ndim + 1)
+    axis = _axis(axis, tensors[0].ndim + 1)
 
     def backward(g):
         return tuple(xp.take(g, i, axis=axis) for i in range(len(tensors)))
@@ -416,6 +425,10 @@ def where(condition: Any, a: Any, b: Any) -> Tensor:
 
 
 def astype(x: Tensor, dtype: Any) -> Tensor:
-    """Cast to `dtype`; the gradient is cast back to the input's dtype."""
+    """Cast to `dtype`; the gradient is cast back to the input's dtype. A cast to an
+    integer or bool dtype is a constant (its derivative is 0): no gradient flows."""
     source = x.dtype
-    return record("astype", (x,), x.data.astype(dtype), lambda g: (g.astype(source),))
+    data = x.data.astype(dtype)
+    if data.dtype.kind not in "fc":
+        return Tensor(data)
+    return record("astype", (x,), data, lambda g: (g.astype(source),))

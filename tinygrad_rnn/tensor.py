@@ -322,7 +322,12 @@ def as_array(value: Any, like: Any, op: str) -> Any:
     if hasattr(value, "__array__") or hasattr(value, "__cuda_array_interface__"):
         check_same_backend(op, like, value)
         return value
-    return get_array_module(like).asarray(value, dtype=like.dtype)
+    # A list: NumPy's own promotion (ints + [0.5] are floats), except that Python floats
+    # never upcast a float tensor, as scalars do not.
+    array = np.asarray(value)
+    if like.dtype.kind == "f" and array.dtype.kind in "biuf":
+        array = array.astype(like.dtype)
+    return get_array_module(like).asarray(array)
 
 
 def check_same_backend(op: str, *arrays: Any) -> None:

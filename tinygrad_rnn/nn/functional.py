@@ -65,7 +65,7 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     x (..., D), weight (H, D), bias (H,) or None -> y (..., H). The leading
     axes are flattened to M rows so forward and backward are single matmuls.
     """
-    x = _linear_input(x, weight, "linear")
+    x = _linear_input(x, weight, "linear", bias)
     xp = get_array_module(x.data)
     lead = x.shape[:-1]
     out_features, in_features = weight.shape
@@ -100,9 +100,18 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     return record("linear", inputs, y.reshape(*lead, out_features), backward)
 
 
-def _linear_input(x: Any, weight: Tensor, op: str) -> Tensor:
-    """x as a Tensor that `weight` (out_features, in_features) can multiply, or a
-    clear error naming what does not fit."""
+def _linear_input(x: Any, weight: Tensor, op: str, bias: Tensor | None = None) -> Tensor:
+    """x as a Tensor that `weight` (out_features, in_features) can multiply, with a
+    `bias` of (out_features,), or a clear error naming what does not fit."""
+    if weight.ndim != 2:
+        raise ValueError(
+            f"{op}: weight must be (out_features, in_features); got shape {weight.shape}"
+        )
+    if bias is not None and tuple(bias.shape) != (weight.shape[0],):
+        raise ValueError(
+            f"{op}: bias shape {tuple(bias.shape)} must be (out_features,) = "
+            f"({weight.shape[0]},)"
+        )
     if not isinstance(x, Tensor):
         x = _as_tensor(x, weight, op)
     check_same_backend(op, x.data, weight.data)
@@ -294,6 +303,9 @@ def softmax_cross_entropy(logits: Tensor, targets: Any, ignore_index: int = -1) 
     the logits' gradient, (softmax - onehot) / count. So the result can be
     backwarded once, which is all the tape allows anyway.
     """
+    if not isinstance(logits, Tensor):  # raw logits: a constant on their own backend
+        logits = Tensor(get_array_module(logits).asarray(logits) if hasattr(logits, "dtype")
+                        else np.asarray(logits, dtype=np.float32))  # fmt: skip
     if logits.ndim < 1:
         raise ValueError("softmax_cross_entropy: logits need a class axis; got a 0-d tensor")
     if logits.dtype.kind != "f":
@@ -342,16 +354,11 @@ def linear_cross_entropy(
     softmax: each row's 1 / sum goes into the (M, D) operands of the backward
     matmuls instead. Anywhere else it is the two ops composed.
     """
-    x = _linear_input(x, weight, "linear_cross_entropy")
+    x = _linear_input(x, weight, "linear_cross_entropy", bias)
     if not fuses_linear_cross_entropy(x, weight, bias):
         return softmax_cross_entropy(linear(x, weight, bias), targets, ignore_index)
     xp, dtype = np, x.dtype
     vocab, features = weight.shape
-    if bias is not None and tuple(bias.shape) != (vocab,):
-        raise ValueError(
-            f"linear_cross_entropy: bias shape {tuple(bias.shape)} must be (out_features,) = "
-            f"({vocab},)"
-        )
     x2 = x.data.reshape(-1, features)  # (M, D)
     w, b = weight.data, None if bias is None else bias.data
     targets = _class_targets(xp, targets, x, (*x.shape[:-1], vocab), "linear_cross_entropy",
@@ -493,8 +500,8 @@ class _SoftmaxRows:
             _redo_shifted(xp, natural_logits, self.exps, self.exp_sum, self.shift,
                           self.row_weight)  # fmt: skip
         row_loss = xp.log(self.exp_sum) - picked + self.shift  # (M,)
-        if not targets.all_count:
-            row_loss *= targets.valid
+        if not targets.all_count:  # an ignored row adds 0, even where its stand-in is -inf
+            row_loss = xp.where(targets.valid, row_loss, 0)
         loss = row_loss.sum() / max(targets.count, 1)
         return xp.asarray(loss, dtype=self.exps.dtype)
 
@@ -551,15 +558,20 @@ def _softmax_block(xp, z, exps, exp_sum, shift, row_weight, base2: bool = False)
             exps *= (row_weight / exp_sum)[:, None]
 
 
+_SUM_LOW, _SUM_HIGH = 2.0**-64, 2.0**64
+
+
 def _redo_shifted(xp, natural_logits, exps, exp_sum, shift, row_weight) -> None:
-    """Redo, shifted by their max, the rows whose unshifted exps overflowed or underflowed;
-    `natural_logits(rows)` gives those rows' logits.
+    """Redo, shifted by their max, the rows whose unshifted row sum left [2**-64, 2**64]
+    (or overflowed); `natural_logits(rows)` gives those rows' logits.
 
     Without the max pass the loss carries an absolute error of about one ulp of the
     logits, as the shifted form does, as long as the row sum is finite and not tiny.
     """
-    tiny = float(np.finfo(exps.dtype).tiny) * exps.shape[1]
-    bad = ~(xp.isfinite(exp_sum) & (exp_sum >= tiny))
+    # Kept unshifted only while the row sum stays within 2**+-64: then no exp is near
+    # overflow (the backward's exps @ W stays finite) and the row's scale, weight / sum,
+    # stays a normal float (a subnormal one keeps only a few bits of the gradient).
+    bad = ~(xp.isfinite(exp_sum) & (exp_sum >= _SUM_LOW) & (exp_sum <= _SUM_HIGH))
     if not bool(bad.any()):
         return
     redo = xp.flatnonzero(bad)
