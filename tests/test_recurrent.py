@@ -523,3 +523,22 @@ def test_bad_inputs_name_the_argument_the_expected_and_the_received_value():
         RNN(3, 2, dropout=1.5)
     with pytest.raises(TypeError, match="dtype must be a floating type; got int32"):
         GRUCell(3, 2, dtype=np.int32)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_an_empty_batch_runs_forward_and_backward_as_torch_does(kind, bidirectional):
+    """N = 0: empty outputs and input gradient, all-zero weight gradients (the backward's
+    chunk size divided by N)."""
+    layer = LAYERS[kind](3, 4, num_layers=2, bidirectional=bidirectional, dtype=np.float64)
+    x = tr.tensor(np.zeros((0, 5, 3)), requires_grad=True)
+    out, state = layer(x)
+    h = state[0] if kind == "lstm" else state
+    (out.sum() + h.sum()).backward()
+    assert out.shape == (0, 5, 4 * (1 + bidirectional)) and x.grad.shape == (0, 5, 3)
+    assert all(not np.any(to_host(p.grad)) for p in layer.parameters())
+    cell = CELLS[kind](3, 4, dtype=np.float64)
+    x = tr.tensor(np.zeros((0, 3)), requires_grad=True)
+    out = cell(x)
+    (out[0] if kind == "lstm" else out).sum().backward()
+    assert x.grad.shape == (0, 3)

@@ -351,7 +351,7 @@ def fused_layer(
         step_back = None
         # Chunks of steps from the last, each small enough to stay in cache between
         # computing its factors and running its steps.
-        chunk = max(1, _CHUNK_BYTES // (dirs * GH * N * dtype.itemsize))
+        chunk = max(1, _CHUNK_BYTES // (dirs * GH * max(N, 1) * dtype.itemsize))
         # The loop's products, and the all-step ones after it, on BLAS's threads (the
         # same threads for both, awake already) when the step product is big enough:
         # inside the context, `threads.matmul` is one call on them.
@@ -499,7 +499,8 @@ def final_state(
     data = xp.concatenate([run.final[index] for run in runs]).reshape(shape)
 
     def backward(g: Any) -> tuple[Any]:
-        g = g.reshape(-1, *runs[0].final[index].shape[1:])
+        rows = sum(run.final[index].shape[0] for run in runs)  # explicit: N may be 0
+        g = g.reshape(rows, *runs[0].final[index].shape[1:])
         start = 0
         for run in runs:
             dirs = run.final[index].shape[0]
