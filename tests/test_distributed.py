@@ -66,6 +66,19 @@ def test_sharded_batches_stacked_in_rank_order_are_the_single_process_batches(
             np.testing.assert_array_equal(np.concatenate([g[k][1] for g in got]), yb)
 
 
+def test_a_sharded_epoch_is_set_up_by_iter_itself_as_a_data_loaders_is():
+    """The trainer reads the position right after iter(): it must be the new epoch's 0,
+    not the last epoch's end (a distributed run past epoch 1 could not be resumed)."""
+    X = np.arange(20)[:, None]
+    shard = ShardedLoader(X, X[:, 0], 5, 0, 2, seed=1)
+    list(shard)
+    assert shard.state_dict()["next_batch"] == 2
+    batches = iter(shard)
+    assert shard.state_dict()["next_batch"] == 0 and shard.global_loader.epoch == 2
+    next(batches)
+    assert shard.state_dict()["next_batch"] == 1
+
+
 def test_sharded_loader_names_a_training_set_smaller_than_one_global_batch():
     with pytest.raises(ValueError, match="2 x 8 = 16"):
         ShardedLoader(np.zeros((10, 3)), np.zeros(10), 8, 0, 2, seed=0)

@@ -337,10 +337,11 @@ class ShardedLoader:
         return len(self.global_loader)
 
     def __iter__(self):
+        # iter() sets the epoch up at once (fresh, or the resumed position), as a
+        # DataLoader's does: the trainer reads the position right after it.
+        batches = iter(self.global_loader)
         rows = slice(self.rank * self.batch_size, (self.rank + 1) * self.batch_size)
-        for index, _ in self.global_loader:
-            mine = index[rows]
-            yield self.X[mine], self.Y[mine]
+        return ((self.X[index[rows]], self.Y[index[rows]]) for index, _ in batches)
 
     def state_dict(self) -> dict[str, Any]:
         return self.global_loader.state_dict()
