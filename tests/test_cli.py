@@ -16,8 +16,10 @@ from tinygrad_rnn.backend import get_backend
 REPO = Path(__file__).resolve().parents[1]
 
 
-def cli(*args: str, path: Path | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "MPLBACKEND": "Agg"}
+def cli(
+    *args: str, path: Path | None = None, timeout: int = 300, cwd: Path = REPO
+) -> subprocess.CompletedProcess:
+    env = {**os.environ, "MPLBACKEND": "Agg", "PYTHONPATH": str(REPO)}
     if path is not None:
         env["PYTHONPATH"] = os.pathsep.join([str(path), str(REPO)])
     return subprocess.run(
@@ -26,7 +28,7 @@ def cli(*args: str, path: Path | None = None, timeout: int = 300) -> subprocess.
         text=True,
         env=env,
         timeout=timeout,
-        cwd=REPO,
+        cwd=cwd,
     )
 
 
@@ -97,6 +99,7 @@ BAD_NUMBERS = {  # flag: values its parser refuses
     "--lr-decay": ["0.5", "0", "nan", "fast"],
     "--clip-percentile": ["0", "101", "nan", "most"],
     "--min-padding": ["-1", "1.5", "one"],
+    "--seed": ["-1", "1.5"],
 }
 
 
@@ -109,7 +112,7 @@ def test_a_bad_number_for_a_training_flag_is_one_clear_line(flag, bad):
 
 @pytest.mark.parametrize(
     "flag, bad", [("--length", "0"), ("--length", "-5"), ("--temperature", "-1"),
-                  ("--temperature", "nan"), ("--top-k", "0")],  # fmt: skip
+                  ("--temperature", "nan"), ("--top-k", "0"), ("--seed", "-2")],  # fmt: skip
 )
 def test_a_bad_number_for_generate_is_one_clear_line(flag, bad):
     assert_one_line_error(cli("generate", "runs/none", flag, bad), flag, repr(bad))
@@ -161,15 +164,66 @@ def test_a_diverged_run_ends_with_one_line_and_exit_status_1(tmp_path):
     assert last.startswith("tinygrad-rnn: diverged: the loss became") and "smaller lr" in last
 
 
+def test_a_cell_setting_for_a_topology_without_recurrence_is_one_clear_line():
+    result = cli("train", "sine", "--topology", "one-to-one", "--cell", "gru", "--forget-bias",
+                 "1")  # fmt: skip
+    assert_one_line_error(result, "--cell, --forget-bias: topology 'one-to-one' has no recurrent")
+
+
+def test_a_relative_data_path_is_kept_absolute_so_evaluate_works_from_anywhere(tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "tiny.txt").write_text("the quick brown fox jumps over the lazy dog.\n" * 600)
+    out = tmp_path / "run"
+    result = cli("train", "text", "--data", "tiny.txt", "--max-steps", "2", "--hidden-size",
+                 "8", "--batch-size", "4", "--quiet", "--out", str(out), cwd=work)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    evaluated = cli("evaluate", str(out))  # from the repository, not from work/
+    assert evaluated.returncode == 0, evaluated.stderr
+
+
+def test_ctrl_c_during_the_final_report_says_where_the_run_is(tmp_path, monkeypatch, capsys):
+    """Training is done and checkpointed; the interrupted report ends with a line naming
+    the run directory and status 130, not a traceback."""
+    from tinygrad_rnn import cli as command
+    from tinygrad_rnn.train import Trainer
+
+    original = Trainer.evaluate
+    calls = {"n": 0}
+
+    def evaluate(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:  # the first is the epoch's validation, the second the report's
+            raise KeyboardInterrupt
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "evaluate", evaluate)
+    out = tmp_path / "run"
+    status = command.main(["train", "sine", "--max-steps", "2", "--quiet", "--out", str(out)])
+    assert status == 130
+    assert f"interrupted during the final report; the trained run is in {out}" in (
+        capsys.readouterr().err
+    )
+    assert (out / "checkpoint.npz").exists()
+
+
 def test_resume_continues_a_run(tmp_path):
     out = tmp_path / "run"
     assert cli("train", "sine", "--max-steps", "3", "--out", str(out), "--quiet").returncode == 0
     result = cli("train", "--resume", str(out), "--max-steps", "6", "--quiet")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["steps"] == 6
-    # Asking a resumed run to stop where it already is trains nothing: refused, and said.
+    # Asking a resumed run to stop where it already is trains nothing: refused, and said,
+    # whether the cap is given again or is the run's own.
     again = cli("train", "--resume", str(out), "--max-steps", "5", "--quiet")
     assert_one_line_error(again, "--max-steps 5: the checkpoint is at step 6 already")
+    own = cli("train", "--resume", str(out), "--epochs", "9", "--quiet")
+    assert_one_line_error(own, "--max-steps 6 (the run's own, from its checkpoint)")
+    # What the run was set up with is its own: a flag for it would be ignored, so refused.
+    changed = cli("train", "--resume", str(out), "--max-steps", "9", "--lr", "5", "--out", "x")
+    assert_one_line_error(changed, "--resume continues a 'sine' run", "not --lr, --out")
+    other = cli("train", "waves", "--resume", str(out), "--max-steps", "9")
+    assert_one_line_error(other, "not recipe 'waves'")
     assert (out / "checkpoint.npz").exists()
 
 

@@ -82,6 +82,11 @@ def test_a_set_name_is_looked_up_in_the_data_folder(addition, addition_path, mon
     monkeypatch.setenv("TINYGRAD_RNN_DATA", os.path.dirname(os.path.dirname(addition_path)))
     monkeypatch.chdir(tmp_path)  # no file named "addition" here
     np.testing.assert_array_equal(load_seq2seq("addition").x_test, addition.x_test)
+    (tmp_path / "addition").mkdir()  # a run directory named like the set never shadows it
+    np.testing.assert_array_equal(load_seq2seq("addition").x_test, addition.x_test)
+    monkeypatch.delenv("TINYGRAD_RNN_DATA")
+    with pytest.raises(DataNotFoundError, match="TINYGRAD_RNN_DATA is not set"):
+        load_seq2seq("addition")  # a folder is no data file: the error says where to look
 
 
 def test_unpadded_lines_are_padded_with_spaces(tmp_path):

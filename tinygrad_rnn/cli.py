@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -54,12 +55,18 @@ def _options(args: argparse.Namespace):
     return Options(
         topology=args.topology, cell=args.cell, epochs=args.epochs, max_steps=args.max_steps,
         batch_size=args.batch_size, hidden_size=args.hidden_size, lr=args.lr, seed=args.seed,
-        data=args.data, checkpoint_every=args.checkpoint_every, quiet=args.quiet,
+        data=_absolute(args.data), checkpoint_every=args.checkpoint_every, quiet=args.quiet,
         large=args.large, reverse=args.reverse, peeky=args.peeky, attention=args.attention,
         init=args.init, embedding_std=args.embedding_std, forget_bias=args.forget_bias,
         lr_decay=args.lr_decay, clip_percentile=args.clip_percentile,
         min_padding=args.min_padding,
     )
+
+
+def _absolute(path: str | None) -> str | None:
+    """A user's path made absolute, so a checkpoint that stores it finds the file again
+    from any working directory (evaluate, --resume)."""
+    return None if path is None else os.path.abspath(os.path.expanduser(path))
 
 
 def _communicator(args: argparse.Namespace):
@@ -128,6 +135,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             raise UsageError(f"--resume: no checkpoint at {path}")
         saved = checkpoint.read_extra(path)
         recipe = saved["recipe"]
+        _refuse_flags_a_resume_ignores(args, recipe)
         opts = Options.from_checkpoint(saved)
         for key in ("epochs", "max_steps", "checkpoint_every"):  # a resumed run may go further
             if getattr(args, key) is not None:
@@ -153,8 +161,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         trainer.resume(out / "checkpoint.npz" if path.is_dir() else path)
         _check_more_to_train(args, trainer)
     if trainer.rank == 0:
-        print(f"training {recipe} ({prepared.topology!r}, {prepared.spec.cell}) -> {out}",
-              file=sys.stderr)
+        layer = prepared.spec.cell if prepared.topology.recurrent else "feed-forward"
+        print(f"training {recipe} ({prepared.topology!r}, {layer}) -> {out}", file=sys.stderr)
     try:
         trainer.fit()
     except KeyboardInterrupt:
@@ -163,29 +171,66 @@ def _cmd_train(args: argparse.Namespace) -> int:
         return 130
     if trainer.rank != 0:  # rank 0 alone measures the test split, plots and reports
         return 0
-    test = prepared.report(trainer, out) if prepared.report else {}
-    trainer.write_metrics(test=test)
-    from .train import plots
+    try:
+        test = prepared.report(trainer, out) if prepared.report else {}
+        trainer.write_metrics(test=test)
+        from .train import plots
 
-    metric = "perplexity" if "perplexity" in test else ("accuracy" if "accuracy" in test else "mse")
-    plots.curves(out / "curves.png", trainer.history, metric)
+        metric = ("perplexity" if "perplexity" in test
+                  else "accuracy" if "accuracy" in test else "mse")  # fmt: skip
+        plots.curves(out / "curves.png", trainer.history, metric)
+    except KeyboardInterrupt:
+        print(f"interrupted during the final report; the trained run is in {out}: "
+              f"`tinygrad-rnn evaluate {out}` gives its test metrics", file=sys.stderr)
+        return 130
     shown = {k: round(v, 5) for k, v in test.items() if isinstance(v, float)}
     print(json.dumps({"run": str(out), "test": shown, "steps": trainer.step}))
     return 0
 
 
+# What a resumed run may change: how far it goes, and how it reports. Everything else is
+# the run's own (its checkpoint's), and a flag for it would be ignored, so it is refused.
+_RESUME_FLAGS = ("epochs", "max_steps", "checkpoint_every", "quiet", "threads", "resume",
+                 "distributed", "recipe", "command", "func", "backend")  # fmt: skip
+
+
+def _refuse_flags_a_resume_ignores(args: argparse.Namespace, recipe: str) -> None:
+    defaults = build_parser().parse_args(["train"])
+    ignored = []
+    for key, value in vars(args).items():
+        if key in _RESUME_FLAGS or value == getattr(defaults, key, value):
+            continue
+        ignored.append("--" + key.replace("_", "-"))
+    if args.recipe is not None and args.recipe != recipe:
+        ignored.insert(0, f"recipe {args.recipe!r}")
+    if ignored:
+        raise UsageError(
+            f"--resume continues a {recipe!r} run as it was set up, in its own directory; it "
+            f"takes --epochs, --max-steps, --checkpoint-every, --quiet and --threads, not "
+            f"{', '.join(ignored)}"
+        )
+
+
 def _check_more_to_train(args: argparse.Namespace, trainer) -> None:
-    """A resumed run asked to stop where its checkpoint already is would train nothing and
-    only report again: most likely a mistyped --epochs or --max-steps, so say so."""
-    for flag, asked, done, unit in (
-        ("--max-steps", args.max_steps, trainer.step, "step"),
-        ("--epochs", args.epochs, trainer.epoch, "epoch"),
+    """A resumed run that would stop where its checkpoint already is would train nothing
+    and only report again: most likely a mistyped or forgotten --epochs or --max-steps."""
+    c = trainer.config
+    for flag, cap, done, unit in (
+        ("--max-steps", c.max_steps, trainer.step, "step"),
+        ("--epochs", c.epochs, trainer.epoch, "epoch"),
     ):
-        if asked is not None and done >= asked:
+        if cap is not None and done >= cap:
+            given = getattr(args, flag[2:].replace("-", "_")) is not None
+            source = "" if given else " (the run's own, from its checkpoint)"
             raise UsageError(
-                f"{flag} {asked}: the checkpoint is at {unit} {done} already, so nothing "
-                f"would train; give a {flag} above {done} to go further"
+                f"{flag} {cap}{source}: the checkpoint is at {unit} {done} already, so "
+                f"nothing would train; give a {flag} above {done} to go further"
             )
+    if trainer.stopped_early:
+        raise UsageError(
+            "the run stopped early (its validation stopped improving), so nothing would "
+            "train; start a new run to train further"
+        )
 
 
 def _load_run(target: str):
@@ -293,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int)
     p.add_argument("--hidden-size", type=int)
     p.add_argument("--lr", type=float)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_int_at_least(0), default=0, metavar="S")
     p.add_argument("--data", help="data file or folder (default: $TINYGRAD_RNN_DATA/...)")
     p.add_argument("--out", help="run directory (default: runs/RECIPE-TIMESTAMP)")
     p.add_argument("--resume", metavar="DIR", help="continue from DIR's latest checkpoint")
@@ -347,7 +392,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=_int_at_least(1), metavar="K",
                    help="LMs: sample among the K most likely tokens only")
     p.add_argument("--prompt", help="LMs: the text to continue (default: the first token)")
-    p.add_argument("--seed", type=int, help="LMs: the sampling seed (default 0)")
+    p.add_argument("--seed", type=_int_at_least(0), metavar="S",
+                   help="LMs: the sampling seed (default 0)")
     p.add_argument("--backend", dest="sub_backend", choices=["numpy", "cupy"])
     p.set_defaults(func=_cmd_generate)
 

@@ -347,6 +347,9 @@ class Topology:
     stateful: bool = False
     #: What StepOutput.count counts, for throughput figures ("samples", "tokens", ...).
     count_unit: ClassVar[str] = "samples"
+    #: False for a topology without a recurrent layer (one-to-one's feed-forward
+    #: baseline): the cell settings (`cell`, `forget_bias`) then mean nothing.
+    recurrent: ClassVar[bool] = True
     #: Options a user may set (``--peeky``, ...), with their defaults.
     options: ClassVar[dict[str, Any]] = {}
 

@@ -61,6 +61,8 @@ class OneToOne(Topology):
     `spec.extra["window"]`.
     """
 
+    recurrent = False
+
     options = {"window": None}
 
     def build(self, spec: ModelSpec, generator=None) -> FeedForward:

@@ -50,16 +50,22 @@ class Seq2SeqData:
 
 
 def _resolve(path: str | os.PathLike) -> str:
-    """A path, or a set name from SEQ2SEQ_SETS looked up in $TINYGRAD_RNN_DATA/seq2seq."""
+    """A path, or a set name from SEQ2SEQ_SETS: $TINYGRAD_RNN_DATA/seq2seq/<name>.txt where
+    that file exists (a folder named like the set in the working directory, such as a
+    run directory, never shadows it), else the name as a path."""
     path = os.fspath(path)
-    if path in SEQ2SEQ_SETS and not os.path.exists(path):
+    if path in SEQ2SEQ_SETS:
         root = data_root()
-        if root is None:
-            raise DataNotFoundError(
-                f"seq2seq set {path!r}: {DATA_ENV} is not set; set it to the data folder that "
-                f"holds seq2seq/{path}.txt, or pass the file's path"
-            )
-        path = os.path.join(root, "seq2seq", f"{path}.txt")
+        in_root = None if root is None else os.path.join(root, "seq2seq", f"{path}.txt")
+        if in_root is not None and os.path.isfile(in_root):
+            return in_root
+        if not os.path.isfile(path):
+            if in_root is None:
+                raise DataNotFoundError(
+                    f"seq2seq set {path!r}: {DATA_ENV} is not set; set it to the data folder "
+                    f"that holds seq2seq/{path}.txt, or pass the file's path"
+                )
+            path = in_root
     return require_file(path, f"Pass the path of a question_answer file, or set {DATA_ENV}.")
 
 

@@ -598,6 +598,15 @@ def prepare(name: str, opts: Options) -> Prepared:
             f"recipes read, it reads {reads})"
         )
     prepared = rec.build(opts, rec)
+    if not prepared.topology.recurrent:
+        cell_flags = [flag for flag, value in (("--cell", opts.cell),
+                                               ("--forget-bias", opts.forget_bias))
+                      if value is not None]  # fmt: skip
+        if cell_flags:
+            raise ValueError(
+                f"{', '.join(cell_flags)}: topology {prepared.topology.name!r} has no "
+                "recurrent layer, so no cell to set"
+            )
     # The user's init settings override the recipe's; ModelSpec checks them (a forget
     # bias for a GRU, say) as it is rebuilt.
     chosen = {k: getattr(opts, k) for k in ("init", "embedding_std", "forget_bias")}
