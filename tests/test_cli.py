@@ -269,6 +269,8 @@ def test_text_lm_trains_and_samples(tmp_path):
     )
     assert sample.returncode == 0, sample.stderr
     assert sample.stdout.startswith("the ")
+    empty = cli("generate", str(out), "--prompt", "")
+    assert_one_line_error(empty, "--prompt '': give at least one token")
 
 
 def test_unknown_recipe_is_one_clear_line():

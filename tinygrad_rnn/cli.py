@@ -276,6 +276,8 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         vocab = Vocab.from_dict(extra["vocab"])
         prompt = args.prompt if args.prompt is not None else vocab.id_to_token[0]
         tokens = list(prompt) if vocab.level == "char" else prompt.split()
+        if not tokens:
+            raise UsageError(f"--prompt {prompt!r}: give at least one token to continue")
         ids = vocab.encode(tokens)
         rng = np.random.default_rng(0 if args.seed is None else args.seed)
         temperature = 1.0 if args.temperature is None else args.temperature
