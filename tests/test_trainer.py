@@ -436,3 +436,18 @@ def test_stateless_trainer_checks_the_data_kind():
             TrainConfig(quiet=True),
             (np.zeros((10, 4, 1), np.float32), np.zeros((10, 4, 2, 1), np.float32)),
         )
+
+
+def test_the_curves_plot_one_point_per_epoch_after_a_resumed_partial_epoch(tmp_path):
+    from tinygrad_rnn.train import plots
+
+    first = make_stateless(tmp_path, max_steps=3)
+    first.fit()
+    second = make_stateless(tmp_path, epochs=2)
+    second.resume(tmp_path)
+    second.fit()
+    epochs = [h["epoch"] for h in second.history]
+    assert epochs == [1, 1, 2] and not second.history[0]["complete"]  # the partial record
+    kept = plots.one_record_per_epoch(second.history)
+    assert [h["epoch"] for h in kept] == [1, 2] and all(h["complete"] for h in kept)
+    assert plots.curves(tmp_path / "curves.png", second.history, "mse").stat().st_size > 0

@@ -19,8 +19,16 @@ def _save(fig: Figure, path: str | Path) -> Path:
     return path
 
 
+def one_record_per_epoch(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The last record of each epoch, in epoch order: a run stopped mid-epoch (max_steps,
+    Ctrl-C) and resumed records that epoch twice, the partial record first."""
+    latest = {h["epoch"]: h for h in history}
+    return [latest[epoch] for epoch in sorted(latest)]
+
+
 def curves(path: str | Path, history: list[dict[str, Any]], metric: str) -> Path:
     """Training loss per epoch, and the validation `metric` when it was measured."""
+    history = one_record_per_epoch(history)
     fig = Figure(figsize=(9, 3.6))
     ax_loss, ax_metric = fig.subplots(1, 2)
     epochs = [h["epoch"] for h in history]
