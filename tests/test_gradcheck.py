@@ -29,6 +29,19 @@ def test_a_correct_op_passes():
     assert gradcheck(cube_with_backward(lambda x, g: 3 * x**2 * g), [x]) is True
 
 
+@pytest.mark.parametrize(
+    "layout", [lambda x: x.T, np.asfortranarray, lambda x: tr.tensor(x).T],
+    ids=["transposed", "fortran", "transposed-tensor"],
+)
+def test_any_memory_layout_is_checked_as_c_order_would_be(layout):
+    """A non-C-contiguous input must still be perturbed: once, every difference was 0,
+    so a zero backward passed and a correct one failed."""
+    x = layout(np.linspace(-1.0, 1.0, 6).reshape(3, 2))
+    assert gradcheck(cube_with_backward(lambda x, g: 3 * x**2 * g), [x]) is True
+    with pytest.raises(GradcheckError):
+        gradcheck(cube_with_backward(lambda x, g: 0 * g), [x])
+
+
 def test_a_wrong_op_fails_naming_the_worst_element_and_both_values():
     def wrong_at_one_element(x, g):
         right = 3 * x**2 * g

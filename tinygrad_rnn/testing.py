@@ -21,7 +21,9 @@ def _to_float64_leaf(value: Any) -> Tensor:
     # A Tensor stays on its backend; host data goes to the default backend.
     data = value.data if isinstance(value, Tensor) else get_backend().asarray(value)
     if data.dtype.kind == "f":
-        return Tensor(data.astype(np.float64), requires_grad=True)
+        # C order: the check perturbs the leaf through a flat view, which a transposed or
+        # Fortran-ordered copy would not give (reshape would copy, every difference be 0).
+        return Tensor(data.astype(np.float64, order="C"), requires_grad=True)
     return Tensor(data)  # integer ids, masks: constants
 
 
