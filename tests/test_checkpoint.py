@@ -196,6 +196,27 @@ def test_a_failed_save_leaves_the_old_file_and_no_temp_file(tmp_path, monkeypatc
     _assert_same_state(_host_state(old), _host_state(restored))
 
 
+def test_a_save_never_removes_the_temp_file_of_a_checkpoint_with_a_longer_name(tmp_path):
+    """The temp file of a live save of "run.<n>.npz" is no stale temp of "run", however
+    its pid-like part reads (here the pid of an ended process)."""
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    dead_pid = int(gone.stdout)  # a process that has ended
+    live = tmp_path / f".run.{dead_pid}.npz.{os.getpid()}.0123abcd.tmp"
+    live.write_bytes(b"half a checkpoint")
+    dead = tmp_path / f".run.{dead_pid}.0123abcd.tmp"  # a killed writer of "run" itself
+    dead.write_bytes(b"left behind")
+    tr.save(tmp_path / "run", TinyLM(seed=0))
+    assert live.exists() and not dead.exists()
+
+
+def test_an_extra_with_non_string_keys_is_refused_naming_the_key(tmp_path):
+    """JSON would hand {0: "a"} back as {"0": "a"}: refused, not silently changed."""
+    with pytest.raises(TypeError, match=r"extra\['vocab'\] has the key 0 \(int\)"):
+        tr.save(tmp_path / "m.npz", TinyLM(seed=0), extra={"vocab": {0: "a", 1: "b"}})
+    assert not (tmp_path / "m.npz").exists() and _temp_files(tmp_path) == []
+
+
 _KILLED_WRITER = textwrap.dedent(
     """
     import sys, time

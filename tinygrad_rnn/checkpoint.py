@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import secrets
 import zipfile
 from typing import Any, BinaryIO
@@ -90,6 +91,7 @@ def save(
         "optimizer": optim_meta,
         "extra": extra,
     }
+    _check_string_keys(extra, "extra")
     try:
         text = json.dumps(meta)
     except (TypeError, ValueError) as err:
@@ -115,6 +117,22 @@ def _encode(value: Any, key: str, arrays: dict[str, np.ndarray]) -> Any:
         arrays[key] = value.get() if hasattr(value, "get") else np.asarray(value)
         return {_ARRAY_REF: key}
     return value
+
+
+def _check_string_keys(value: Any, where: str) -> None:
+    """JSON turns a dict's int keys into strings: {0: "a"} would come back as {"0": "a"}
+    and fail the lookups it served. Refused, naming the key, rather than changed."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise TypeError(
+                    f"save: {where} has the key {key!r} ({type(key).__name__}); JSON keeps only "
+                    "string keys, so it would come back as a string: use str keys"
+                )
+            _check_string_keys(item, f"{where}[{key!r}]")
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            _check_string_keys(item, f"{where}[{index}]")
 
 
 def _write_atomically(path: str, arrays: dict[str, np.ndarray]) -> None:
@@ -151,13 +169,13 @@ def _write_member(zf: zipfile.ZipFile, key: str, array: np.ndarray) -> None:
 
 def _remove_stale_temp_files(directory: str, base: str) -> None:
     """Delete temp files left by writers of `base` that were killed mid-save."""
-    prefix = f".{base}."
+    # Exactly `.{base}.{pid}.{8 hex}.tmp`: a save of "run.1.npz" beside "run" must not
+    # be taken for a stale temp of "run" (its "1" read as a dead pid).
+    pattern = re.compile(rf"\.{re.escape(base)}\.(\d+)\.[0-9a-f]{{8}}\.tmp")
     with contextlib.suppress(OSError):
         for entry in os.listdir(directory):
-            if not (entry.startswith(prefix) and entry.endswith(".tmp")):
-                continue
-            pid_text = entry[len(prefix) :].split(".", 1)[0]
-            if pid_text.isdigit() and not _process_alive(int(pid_text)):
+            match = pattern.fullmatch(entry)
+            if match and not _process_alive(int(match.group(1))):
                 with contextlib.suppress(OSError):
                     os.unlink(os.path.join(directory, entry))
 
