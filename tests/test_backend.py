@@ -101,6 +101,23 @@ def test_a_backend_whose_module_is_missing_says_why_and_how_to_install(monkeypat
         tr.use_backend("absent")
 
 
+def test_threads_asking_during_a_slow_probe_wait_for_its_answer():
+    """The check ran once, but a second thread asking meanwhile got xp = None."""
+    import threading
+    import time
+
+    def slow_probe(xp):
+        time.sleep(0.3)  # as CuPy's probe, which starts CUDA
+        return None
+
+    slow = Backend("slow", "numpy", "", probe=slow_probe)
+    first = threading.Thread(target=lambda: slow.xp)
+    first.start()
+    time.sleep(0.05)  # the first thread is inside the probe now
+    assert slow.xp is np
+    first.join()
+
+
 # ---- choosing the default -------------------------------------------------------------------
 def test_use_backend_only_affects_tensors_created_afterwards(backend_name):
     before = tr.tensor([1.0])

@@ -45,6 +45,9 @@ class BackendMismatchError(TypeError):
     """An op received arrays that live on two different backends."""
 
 
+_PROBE_LOCK = threading.Lock()
+
+
 @dataclass
 class Backend:
     """One array backend: a name, how to import its module, and how to probe it.
@@ -61,23 +64,30 @@ class Backend:
     _reason: str | None = field(default=None, repr=False)
 
     def unavailable_reason(self) -> str | None:
-        """None if usable, else why not (checked once, then cached)."""
-        if not self._checked:
-            self._checked = True
-            try:
-                module = importlib.import_module(self.module_name)
-            except Exception as err:  # ImportError, or a broken CUDA install
-                self._reason = (
-                    f"backend {self.name!r} needs the Python package {self.module_name!r}, "
-                    f"which failed to import ({type(err).__name__}: {err}). {self.install_hint}"
-                )
-            else:
-                reason = self.probe(module)
-                if reason is None:
-                    self._module = module
-                else:
-                    self._reason = f"backend {self.name!r} is installed but {reason}"
+        """None if usable, else why not (checked once, then cached). Threads asking while
+        the check runs (CuPy's probe starts CUDA) wait for its answer."""
+        if self._checked:
+            return self._reason
+        with _PROBE_LOCK:
+            if not self._checked:
+                self._check()
         return self._reason
+
+    def _check(self) -> None:
+        try:
+            module = importlib.import_module(self.module_name)
+        except Exception as err:  # ImportError, or a broken CUDA install
+            self._reason = (
+                f"backend {self.name!r} needs the Python package {self.module_name!r}, "
+                f"which failed to import ({type(err).__name__}: {err}). {self.install_hint}"
+            )
+        else:
+            reason = self.probe(module)
+            if reason is None:
+                self._module = module
+            else:
+                self._reason = f"backend {self.name!r} is installed but {reason}"
+        self._checked = True  # last: a thread that sees it also sees the answer
 
     @property
     def xp(self) -> Any:
