@@ -210,6 +210,11 @@ def test_a_save_never_removes_the_temp_file_of_a_checkpoint_with_a_longer_name(t
     assert live.exists() and not dead.exists()
 
 
+def test_a_save_into_a_missing_folder_names_the_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match=f"save: no folder {tmp_path / 'nodir'} to"):
+        tr.save(tmp_path / "nodir" / "m.npz", TinyLM(seed=0))
+
+
 def test_an_extra_with_non_string_keys_is_refused_naming_the_key(tmp_path):
     """JSON would hand {0: "a"} back as {"0": "a"}: refused, not silently changed."""
     with pytest.raises(TypeError, match=r"extra\['vocab'\] has the key 0 \(int\)"):

@@ -138,6 +138,8 @@ def _check_string_keys(value: Any, where: str) -> None:
 def _write_atomically(path: str, arrays: dict[str, np.ndarray]) -> None:
     directory = os.path.dirname(os.path.abspath(path))
     base = os.path.basename(path)
+    if not os.path.isdir(directory):  # named here: the temp file's name would be the error's
+        raise FileNotFoundError(f"save: no folder {directory} to write {base} into")
     _remove_stale_temp_files(directory, base)
     temp = os.path.join(directory, f".{base}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     # os.open, not mkstemp: the umask applies, so the file gets the usual permissions.
