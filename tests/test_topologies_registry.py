@@ -180,3 +180,25 @@ def test_a_lookup_from_another_thread_waits_for_plugin_discovery(tmp_path):
     result = run_python(code, root)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "MeanOverTime"
+
+
+def test_a_plugin_imported_directly_while_another_thread_discovers_does_not_deadlock(tmp_path):
+    """The module looks up a built-in at import; discovery, in another thread, imports the
+    same module and waits for its import lock: the lookup must not wait for discovery."""
+    slow = "import time\ntime.sleep(0.5)\n" + GOOD_PLUGIN
+    root = write_plugin(tmp_path / "site", "slowplugin", "slowplugin", slow, "mean-over-time",
+                        "MeanOverTime")  # fmt: skip
+    code = (
+        "import threading, time, topologies\n"
+        "def listing():\n"
+        "    time.sleep(0.1)  # the main thread is importing the plugin module now\n"
+        "    print('listed', 'mean-over-time' in topologies.available(), flush=True)\n"
+        "thread = threading.Thread(target=listing)\n"
+        "thread.start()\n"
+        "import slowplugin\n"
+        "thread.join()\n"
+        "print('imported', slowplugin.MeanOverTime.__name__)\n"
+    )
+    result = run_python(code, root)
+    assert result.returncode == 0, result.stderr
+    assert "listed True" in result.stdout and "imported MeanOverTime" in result.stdout

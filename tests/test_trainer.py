@@ -279,7 +279,7 @@ def test_resume_mid_epoch_ends_with_the_same_weights(tmp_path, make, clip):
     assert_same_weights(weights(full.model), weights(second.model))
 
 
-def make_with_own_generator(tmp_path=None, **config):
+def make_with_own_generator(tmp_path=None, bits=np.random.PCG64, **config):
     """A stateful LM whose dropout draws from a generator of its own, passed to build."""
     ids = token_stream()
     topo = topologies.create("synced")
@@ -287,18 +287,20 @@ def make_with_own_generator(tmp_path=None, **config):
         cell="lstm", hidden_size=12, vocab_size=7, embedding_size=6, output_size=7,
         head="probabilities", num_layers=2, dropout=0.3,
     )  # fmt: skip
-    model = topo.build(spec, generator=np.random.default_rng(7))
+    model = topo.build(spec, generator=np.random.Generator(bits(7)))
     cfg = TrainConfig(**{"epochs": 2, "batch_size": 4, "time_size": 10, "lr": 1e-2,
                          "quiet": True, **config})  # fmt: skip
     return Trainer(topo, model, cfg, ids[:1600], ids[1600:], out_dir=tmp_path)
 
 
-def test_resume_restores_the_generators_the_layers_draw_their_dropout_from(tmp_path):
-    full = make_with_own_generator(tmp_path / "full")
+@pytest.mark.parametrize("bits", [np.random.PCG64, np.random.MT19937, np.random.Philox])
+def test_resume_restores_the_generators_the_layers_draw_their_dropout_from(tmp_path, bits):
+    """Any bit generator: an MT19937 state holds an array, which JSON needed as a list."""
+    full = make_with_own_generator(tmp_path / "full", bits)
     full.fit()
-    first = make_with_own_generator(tmp_path / "cut", max_steps=len(full.loader) + 3)
+    first = make_with_own_generator(tmp_path / "cut", bits, max_steps=len(full.loader) + 3)
     first.fit()
-    second = make_with_own_generator(tmp_path / "cut")
+    second = make_with_own_generator(tmp_path / "cut", bits)
     second.resume(tmp_path / "cut")
     second.fit()
     assert_same_weights(weights(full.model), weights(second.model))
@@ -348,20 +350,21 @@ RECORDED = ("epoch", "step", "complete", "train_loss", "lr", "valid_loss", "vali
 
 @pytest.mark.parametrize(
     "where, call",
-    [("step", 7), ("zero_grad", 7), ("evaluate", 2)],
-    ids=["during-the-update", "after-the-update", "during-validation"],
+    [("step", 7), ("zero_grad", 7), ("step", "last"), ("evaluate", 2)],
+    ids=["during-the-update", "after-the-update", "epochs-last-update", "during-validation"],
 )
 @pytest.mark.parametrize("make", [make_stateless, make_stateful])
 def test_ctrl_c_anywhere_saves_a_checkpoint_that_resumes_exactly(tmp_path, make, where, call):
     """The update and its count, and an epoch's end and its schedule step, are never split
     by Ctrl-C: the resumed run ends with the weights, lr and history of the uninterrupted
-    one (the schedule binds here: lr / 10 after 2 epochs without improvement)."""
+    one (the schedule binds here: lr / 10 after 2 epochs without improvement). After an
+    epoch's last update the checkpoint says its validation is pending."""
     config = {"epochs": 4, "lr": 0.3, "lr_decay": 10.0, "patience": 3}
     full = make(tmp_path / "full", **config)
     full.fit()
     interrupted = make(tmp_path / "cut", **config)
     owner = interrupted if where == "evaluate" else interrupted.optimizer
-    sigint_on_call(owner, where, call)
+    sigint_on_call(owner, where, len(interrupted.loader) if call == "last" else call)
     with pytest.raises(KeyboardInterrupt):
         interrupted.fit()
     resumed = make(tmp_path / "cut", **config)
@@ -372,6 +375,25 @@ def test_ctrl_c_anywhere_saves_a_checkpoint_that_resumes_exactly(tmp_path, make,
     assert len({r["lr"] for r in full.history}) > 1  # the schedule did move the lr
     pick = [{k: r[k] for k in RECORDED if k in r} for r in full.history]
     assert [{k: r[k] for k in RECORDED if k in r} for r in resumed.history] == pick
+
+
+@pytest.mark.parametrize("make", [make_stateless, make_stateful])
+def test_a_validation_pending_at_the_step_budget_is_still_run_on_resume(tmp_path, make):
+    """The budget ends with an epoch; Ctrl-C lands in its validation. The resumed run has
+    no step left, yet finishes that epoch's end: the same history as the whole run."""
+    full = make(tmp_path / "full", epochs=3, max_steps=len(make().loader))
+    full.fit()
+    interrupted = make(tmp_path / "cut", epochs=3, max_steps=len(full.loader))
+    sigint_on_call(interrupted, "evaluate", 1)
+    with pytest.raises(KeyboardInterrupt):
+        interrupted.fit()
+    resumed = make(tmp_path / "cut", epochs=3, max_steps=len(full.loader))
+    resumed.resume(tmp_path / "cut")
+    assert resumed.validation_pending and resumed.history == []
+    resumed.fit()
+    pick = [{k: r[k] for k in RECORDED if k in r} for r in full.history]
+    assert [{k: r[k] for k in RECORDED if k in r} for r in resumed.history] == pick
+    assert resumed.epoch == full.epoch == 1
 
 
 def test_weights_blown_up_by_a_step_are_never_checkpointed(tmp_path):

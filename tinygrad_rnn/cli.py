@@ -124,7 +124,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from . import checkpoint
     from .random import manual_seed
     from .train import Trainer
-    from .train.recipes import Options, get_recipe, prepare
+    from .train.recipes import Options, check_options, get_recipe, prepare
 
     communicator = _communicator(args)
     _use_threads(args.threads, 1 if communicator is None else communicator.local_size)
@@ -148,6 +148,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         recipe = args.recipe
         get_recipe(recipe)
         opts = _options(args)
+        check_options(recipe, opts)
         stamp = time.strftime("%Y%m%d-%H%M%S")
         out = Path(args.out) if args.out else Path("runs") / f"{recipe}-{stamp}"
     if communicator is not None:  # one run directory: rank 0's timestamp
@@ -191,7 +192,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 # What a resumed run may change: how far it goes, and how it reports. Everything else is
 # the run's own (its checkpoint's), and a flag for it would be ignored, so it is refused.
 _RESUME_FLAGS = ("epochs", "max_steps", "checkpoint_every", "quiet", "threads", "resume",
-                 "distributed", "recipe", "command", "func", "backend")  # fmt: skip
+                 "distributed", "recipe", "command", "func", "backend",
+                 "sub_backend")  # fmt: skip
 
 
 def _refuse_flags_a_resume_ignores(args: argparse.Namespace, recipe: str) -> None:
@@ -215,6 +217,8 @@ def _check_more_to_train(args: argparse.Namespace, trainer) -> None:
     """A resumed run that would stop where its checkpoint already is would train nothing
     and only report again: most likely a mistyped or forgotten --epochs or --max-steps."""
     c = trainer.config
+    if trainer.validation_pending:  # an epoch's end to finish: its validation and schedule
+        return
     for flag, cap, done, unit in (
         ("--max-steps", c.max_steps, trainer.step, "step"),
         ("--epochs", c.epochs, trainer.epoch, "epoch"),
@@ -226,7 +230,7 @@ def _check_more_to_train(args: argparse.Namespace, trainer) -> None:
                 f"{flag} {cap}{source}: the checkpoint is at {unit} {done} already, so "
                 f"nothing would train; give a {flag} above {done} to go further"
             )
-    if trainer.stopped_early:
+    if trainer.stopped_early and not trainer.validation_pending:
         raise UsageError(
             "the run stopped early (its validation stopped improving), so nothing would "
             "train; start a new run to train further"

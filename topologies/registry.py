@@ -183,8 +183,15 @@ def rediscover() -> None:
 
 def get(name: str) -> type:
     """The Topology class registered under `name` or one of its aliases."""
-    _discover()
     key = _key(name)
+    with _lock:
+        known = _holder(key) if _discovery == "running" else None
+    if known is not None:
+        # A name registered already needs no plugin: no waiting for another thread's
+        # discovery, which may itself wait for this thread (a plugin module imported here
+        # that looks up a built-in to subclass it, while discovery imports it too).
+        return known
+    _discover()
     with _lock:
         cls = _topologies.get(_aliases.get(key, key))
         if cls is None:

@@ -582,8 +582,12 @@ def _date(opts: Options, rec: Recipe) -> Prepared:
     )
 
 
-def prepare(name: str, opts: Options) -> Prepared:
-    """Prepare recipe `name` with the user's options."""
+def check_options(name: str, opts: Options) -> None:
+    """Refuse, naming them, the options a new run of recipe `name` would ignore: a flag
+    only other recipes read, or a cell setting for a topology without a recurrent layer.
+
+    For the options a user gives; a checkpoint's stored options are taken as they are
+    (runs from before this check stored flags their recipe ignored)."""
     rec = get_recipe(name)
     defaults = Options()
     unread = [
@@ -597,16 +601,22 @@ def prepare(name: str, opts: Options) -> Prepared:
             f"recipe {name!r} does not read {', '.join(unread)} (of the flags only some "
             f"recipes read, it reads {reads})"
         )
-    prepared = rec.build(opts, rec)
-    if not prepared.topology.recurrent:
+    topology = topologies.get(opts.topology or rec.topology)
+    if not topology.recurrent:
         cell_flags = [flag for flag, value in (("--cell", opts.cell),
                                                ("--forget-bias", opts.forget_bias))
                       if value is not None]  # fmt: skip
         if cell_flags:
             raise ValueError(
-                f"{', '.join(cell_flags)}: topology {prepared.topology.name!r} has no "
-                "recurrent layer, so no cell to set"
+                f"{', '.join(cell_flags)}: topology {topology.name!r} has no recurrent "
+                "layer, so no cell to set"
             )
+
+
+def prepare(name: str, opts: Options) -> Prepared:
+    """Prepare recipe `name` with the user's options (see `check_options` for a new run)."""
+    rec = get_recipe(name)
+    prepared = rec.build(opts, rec)
     # The user's init settings override the recipe's; ModelSpec checks them (a forget
     # bias for a GRU, say) as it is rebuilt.
     chosen = {k: getattr(opts, k) for k in ("init", "embedding_std", "forget_bias")}

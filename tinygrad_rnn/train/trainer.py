@@ -177,6 +177,18 @@ def write_json_atomic(path: str | os.PathLike, payload: Any) -> None:
     os.replace(tmp, path)
 
 
+def _json_safe(value: Any) -> Any:
+    """A state tree with its arrays as lists and NumPy scalars as Python numbers (an
+    MT19937 generator's state holds an array; set back, lists are taken as arrays)."""
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, (np.ndarray, np.generic)):
+        return value.tolist()
+    return value
+
+
 def _json_default(value: Any) -> Any:
     if isinstance(value, np.integer):
         return int(value)
@@ -403,7 +415,11 @@ class Trainer:
         """
         c = self.config
         try:
-            while self.epoch < c.epochs and not self._budget_spent() and not self.stopped_early:
+            # A pending validation is the end of an epoch already trained: it runs even when
+            # the step budget is spent.
+            while self.validation_pending or (
+                self.epoch < c.epochs and not self._budget_spent() and not self.stopped_early
+            ):
                 self._run_epoch()
         except KeyboardInterrupt:
             if self.comm is not None:  # ranks stop at different points: no collective save
@@ -471,6 +487,9 @@ class Trainer:
                         self.carried = detach_state(out.state)
                     self.step += 1
                     self.batch_in_epoch += 1
+                    # Its last batch trained, an epoch awaits its validation: a checkpoint
+                    # from now until the epoch's end is done says so.
+                    self.validation_pending = self.batch_in_epoch >= len(loader)
                     self.step_losses.append(loss_value)
                     self.epoch_loss_sum += loss_value * count
                     self.epoch_count += count
@@ -589,7 +608,7 @@ class Trainer:
             "epoch_count": self.epoch_count,
             "validation_pending": self.validation_pending,
             "carried_state": len(_flatten_state(self.carried)),
-            "generators": [g.bit_generator.state for g in self._layer_generators()],
+            "generators": [_json_safe(g.bit_generator.state) for g in self._layer_generators()],
             **self.extra,
         }
 
