@@ -68,6 +68,17 @@ def test_default_follows_the_thread_variables(monkeypatch):
     assert threads._default_threads() >= 1
 
 
+@pytest.mark.parametrize("bad", ["abc", "0", "-2", "1.5"])
+def test_a_bad_thread_variable_of_ours_is_refused_naming_it(monkeypatch, bad):
+    monkeypatch.setenv("TINYGRAD_RNN_NUM_THREADS", bad)
+    with pytest.raises(ValueError, match=f"TINYGRAD_RNN_NUM_THREADS must be an integer >= 1; "
+                                         f"got {bad!r}"):  # fmt: skip
+        threads._default_threads()
+    monkeypatch.delenv("TINYGRAD_RNN_NUM_THREADS")
+    monkeypatch.setenv("OMP_NUM_THREADS", bad)  # another library's: not ours to judge
+    assert threads._default_threads() >= 1
+
+
 @pytest.mark.parametrize("count", [1, 2, 3])
 def test_set_num_threads_takes_blas_over(count, restore_threads):
     """The pool gets `count` threads; BLAS one per call (the library splits itself)."""

@@ -66,6 +66,8 @@ def _default_threads() -> int:
         value = os.environ.get(name, "").strip()
         if value.isdigit() and int(value) > 0:
             return min(count, int(value))
+        if value and name == "TINYGRAD_RNN_NUM_THREADS":  # ours: a typo is said, not skipped
+            raise ValueError(f"{name} must be an integer >= 1; got {value!r}")
     return count
 
 
