@@ -623,3 +623,69 @@ def test_synced_counts_and_scores_only_the_targets_that_are_not_padding(grad):
         assert scored == 14
         predicted = to_host(whole.outputs.data).argmax(-1)
         assert int(correct) == int(((predicted == targets) & (targets != -1)).sum())
+
+
+# ---- what a topology cannot do is refused when built, not trained on ----------------
+@pytest.mark.parametrize("name", ["many-to-one", "one-to-one", "one-to-many", "seq2seq"])
+def test_only_a_topology_that_carries_state_can_be_stateful(name):
+    with pytest.raises(ValueError, match=r"carries no state from batch to batch"):
+        topologies.create(name, stateful=True)
+    assert topologies.create("synced", stateful=True).stateful
+
+
+TOKENS = {"vocab_size": 10, "output_size": 10, "head": "probabilities", "hidden_size": 8}
+
+
+@pytest.mark.parametrize(
+    "name, spec, message",
+    [
+        ("seq2seq", dict(TOKENS, embedding_size=8, tie_weights=True), "does not tie weights"),
+        ("seq2seq", dict(TOKENS, dropout=0.5), r"dropout between stacked layers only"),
+        ("seq2seq", dict(TOKENS, output_size=50), r"output_size must equal vocab_size"),
+        ("seq2seq", dict(TOKENS, head="regression"), r"head='probabilities'"),
+        ("one-to-one", {"input_size": 2, "tie_weights": True}, "does not tie weights"),
+    ],
+)
+def test_a_setting_the_model_would_ignore_or_fail_on_later_is_refused_at_build(
+    name, spec, message
+):
+    topology = topologies.create(name, **({"window": 4} if name == "one-to-one" else {}))
+    with pytest.raises(ValueError, match=message):
+        topology.build(ModelSpec(**spec))
+    two_layers = dict(TOKENS, dropout=0.5, num_layers=2)
+    assert topologies.create("seq2seq").build(ModelSpec(**two_layers))  # dropout between them
+
+
+def test_one_to_many_refuses_real_valued_targets_without_a_feature_axis():
+    topology = topologies.create("one-to-many")
+    with pytest.raises(TopologyDataError, match=r"\(N, T\) targets are token ids"):
+        topology.check_data(np.zeros((8, 3), np.float32), np.zeros((8, 4), np.float32))
+    topology.check_data(np.zeros((8, 3), np.float32), np.zeros((8, 4), np.int64))  # ids
+
+
+def test_the_tie_weights_error_states_the_size_bidirectional_needs():
+    spec = ModelSpec(vocab_size=10, output_size=10, hidden_size=8, embedding_size=8,
+                     tie_weights=True, bidirectional=True, head="probabilities")  # fmt: skip
+    with pytest.raises(ValueError, match=r"embedding_size == hidden_size x directions = 16"):
+        topologies.create("synced", stateful=False).build(spec)
+
+
+@pytest.mark.parametrize("bias", [np.float32(1.0), np.int64(1), 1])
+def test_forget_bias_takes_numpy_numbers_and_refuses_bools(bias):
+    spec = ModelSpec(input_size=2, forget_bias=bias)
+    assert type(spec.forget_bias) is float
+    topologies.create("many-to-one").build(spec)
+    with pytest.raises(ValueError, match="forget_bias must be a finite number; got True"):
+        ModelSpec(input_size=2, forget_bias=True)
+
+
+def test_evaluate_gives_each_module_its_own_mode_back():
+    tr.manual_seed(0)
+    topology = topologies.create("many-to-one")
+    model = topology.build(ModelSpec(input_size=1, hidden_size=4, dropout=0.5, num_layers=2))
+    X = np.zeros((6, 5, 1), np.float32)
+    trainer = Trainer(topology, model, TrainConfig(quiet=True), (X, np.zeros((6, 1), np.float32)))
+    model.train()
+    model.dropout.eval()  # a mixed setting of the caller's
+    trainer.evaluate((X, np.zeros((6, 1), np.float32)))
+    assert model.training and model.rnn.training and not model.dropout.training

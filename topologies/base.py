@@ -113,6 +113,11 @@ class ModelSpec:
         if self.embedding_std is not None and not self.embedding_std > 0:
             raise ValueError(f"embedding_std must be > 0 (or None); got {self.embedding_std!r}")
         if self.forget_bias is not None:
+            if isinstance(self.forget_bias, bool) or not isinstance(
+                self.forget_bias, (int, float, np.integer, np.floating)
+            ):
+                raise ValueError(f"forget_bias must be a finite number; got {self.forget_bias!r}")
+            self.forget_bias = float(self.forget_bias)  # NumPy numbers too, as init takes them
             if self.cell != "lstm":
                 raise ValueError(
                     f"forget_bias needs cell='lstm' (only an LSTM has a forget gate); "
@@ -261,9 +266,10 @@ class RecurrentModel(nn.Module):
         if spec.tie_weights:
             if self.embedding is None or spec.embedding_size != spec.hidden_size * directions:
                 raise ValueError(
-                    "tie_weights needs token inputs and embedding_size == hidden_size; got "
-                    f"vocab_size={spec.vocab_size}, embedding_size={spec.embedding_size}, "
-                    f"hidden_size={spec.hidden_size}"
+                    "tie_weights needs token inputs and embedding_size == hidden_size x "
+                    f"directions = {spec.hidden_size * directions}; got vocab_size="
+                    f"{spec.vocab_size}, embedding_size={spec.embedding_size}, hidden_size="
+                    f"{spec.hidden_size}, bidirectional={spec.bidirectional}"
                 )
             if spec.output_size != spec.vocab_size:
                 raise ValueError(
@@ -345,6 +351,9 @@ class Topology:
     description: ClassVar[str] = ""
     #: True: the trainer reads a StatefulBatcher stream and carries the state.
     stateful: bool = False
+    #: True for a topology whose loss returns a state to carry (synced): only such a
+    #: topology may be made stateful.
+    carries_state: ClassVar[bool] = False
     #: What StepOutput.count counts, for throughput figures ("samples", "tokens", ...).
     count_unit: ClassVar[str] = "samples"
     #: False for a topology without a recurrent layer (one-to-one's feed-forward
@@ -359,6 +368,11 @@ class Topology:
             raise ValueError(
                 f"topology {self.name!r} has no option(s) {unknown}; it takes "
                 f"{sorted(self.options) or 'none'}"
+            )
+        if options.get("stateful") and not self.carries_state:
+            raise ValueError(
+                f"topology {self.name!r} carries no state from batch to batch, so it cannot "
+                "be stateful (a stream of one long sequence is for many-to-many-synced)"
             )
         self.config = {**self.options, **options}
         if "stateful" in options:

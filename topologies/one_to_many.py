@@ -101,6 +101,11 @@ class OneToMany(Topology):
             f"one-to-many needs a target sequence per sample, (N, T, F) or (N, T); got "
             f"{targets.shape} for {len(inputs)} inputs",
         )
+        self.require(
+            targets.ndim == 3 or np.asarray(targets[:1]).dtype.kind in "iu",
+            "one-to-many's (N, T) targets are token ids (integers); a real-valued sequence "
+            f"is (N, T, F); got {targets.shape} of {np.asarray(targets[:1]).dtype}",
+        )
 
     def _shift_right(self, targets: np.ndarray) -> np.ndarray:
         first = np.full_like(targets[:, :1], self.start_id if targets.ndim == 2 else 0)

@@ -66,6 +66,8 @@ class OneToOne(Topology):
     options = {"window": None}
 
     def build(self, spec: ModelSpec, generator=None) -> FeedForward:
+        if spec.tie_weights:
+            raise ValueError("one-to-one does not tie weights: tie_weights must be False")
         window = self.window or spec.extra.get("window")
         if not window:
             raise ValueError("one-to-one needs the window length: option window=T")

@@ -114,6 +114,24 @@ class Seq2Seq(Topology):
 
     def build(self, spec: ModelSpec, generator=None) -> Seq2SeqModel:
         refuse_bidirectional(spec, "in seq2seq (the decoder continues the encoder's state)")
+        # What the model would otherwise take and quietly not do, or fail on much later.
+        if spec.vocab_size is None or spec.head != "probabilities":
+            raise ValueError(
+                "seq2seq reads and writes token ids: it needs vocab_size and head="
+                f"'probabilities'; got vocab_size={spec.vocab_size}, head={spec.head!r}"
+            )
+        if spec.output_size != spec.vocab_size:
+            raise ValueError(
+                "seq2seq feeds each predicted id back to the decoder: output_size must equal "
+                f"vocab_size; got output_size={spec.output_size}, vocab_size={spec.vocab_size}"
+            )
+        if spec.tie_weights:
+            raise ValueError("seq2seq does not tie weights: tie_weights must be False")
+        if spec.dropout and spec.num_layers == 1:
+            raise ValueError(
+                f"seq2seq applies dropout between stacked layers only: dropout={spec.dropout} "
+                "needs num_layers >= 2"
+            )
         return Seq2SeqModel(
             spec, bool(self.peeky), bool(self.attention), generator, bool(self.pass_cell_state)
         )

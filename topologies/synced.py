@@ -33,6 +33,7 @@ class Synced(Topology):
     """
 
     stateful = True
+    carries_state = True
     count_unit = "tokens"
 
     def build(self, spec: ModelSpec, generator=None) -> RecurrentModel:

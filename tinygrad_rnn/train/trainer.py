@@ -365,7 +365,7 @@ class Trainer:
         Stateful data is read as one stateful pass (the textbook's perplexity);
         the training carry is left alone.
         """
-        was_training = self.model.training
+        modes = [(m, m.training) for m in self.model.modules()]  # each module's own
         self.model.eval()
         total_loss = 0.0
         total_count = 0
@@ -385,7 +385,8 @@ class Trainer:
                         acc[0] += float(value)
                         acc[1] += n
         finally:
-            self.model.train(was_training)
+            for module, mode in modes:
+                object.__setattr__(module, "training", mode)
         mean_loss = total_loss / max(total_count, 1)
         result = {"loss": mean_loss}
         if self.model_head_kind() == "regression":
