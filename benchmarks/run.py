@@ -629,7 +629,10 @@ def render_table(report: dict[str, Any]) -> str:
 def _parse_cases(text: str) -> list[str]:
     names = [n.strip() for n in text.split(",") if n.strip()]
     unknown = [n for n in names if n not in ALL_CASES]
-    if unknown or not names:
+    if not names:
+        raise argparse.ArgumentTypeError(
+            f"no case given ({text!r}); choose from {', '.join(ALL_CASES)}")
+    if unknown:
         raise argparse.ArgumentTypeError(
             f"unknown case(s) {unknown}; choose from {', '.join(ALL_CASES)}")
     return names
@@ -640,7 +643,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description="Benchmark our training steps against PyTorch (same shapes, threads, dtype).")
     parser.add_argument("--cases", type=_parse_cases, default=list(ALL_CASES),
                         help=f"comma-separated, from {', '.join(ALL_CASES)} (default: all)")
-    parser.add_argument("--repeats", type=int, default=5, help="timed repeats per case (5)")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="timed repeats per case (5; with --mpi, runs of each kind: 3)")
     parser.add_argument("--quick", action="store_true",
                         help="tiny shapes and 2 steps per repeat: checks that it runs, no figures")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -661,26 +665,40 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--impl", help=argparse.SUPPRESS)
     parser.add_argument("--roofline-cases", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    args.repeats_given = args.repeats is not None
+    if args.repeats is None:
+        args.repeats = 5
     if args.repeats < 1:
         parser.error(f"--repeats must be >= 1; got {args.repeats}")
     if args.threads is not None and args.threads < 1:
         parser.error(f"--threads must be >= 1; got {args.threads}")
+    if args.wait_idle < 0:
+        parser.error(f"--wait-idle must be >= 0 seconds; got {args.wait_idle}")
+    if args.mpi is not None:
+        if args.mpi < 2:
+            parser.error(f"--mpi must be >= 2 processes; got {args.mpi}")
+        # The scaling run takes --quick, --json and --repeats; anything else would be dropped.
+        given = [flag for flag, value, default in (
+            ("--cases", args.cases, list(ALL_CASES)), ("--threads", args.threads, None),
+            ("--backend", args.backend, "numpy"), ("--profile", args.profile, None),
+            ("--wait-idle", args.wait_idle, 0.0)) if value != default]  # fmt: skip
+        if given:
+            parser.error(f"--mpi runs its own cases (lm-small, lm-large); it takes --quick, "
+                         f"--json and --repeats, not {', '.join(given)}")
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.mpi:
+    if args.mpi is not None:
         from mpi_scaling import main as mpi_main  # a sibling script in benchmarks/
 
         extra = ["--quick"] if args.quick else []
-        return mpi_main(["--mpi", str(args.mpi), *extra, *(["--json"] if args.json else [])])
+        extra += ["--json"] if args.json else []
+        extra += ["--repeats", str(args.repeats)] if args.repeats_given else []
+        return mpi_main(["--mpi", str(args.mpi), *extra])
     if args.worker:
         return worker_main(args)
-    if args.profile:
-        profile_case(args.profile, args)
-        return 0
-
     if args.backend == "cupy":
         from tinygrad_rnn.backend import get_backend
 
@@ -689,6 +707,9 @@ def main(argv: list[str] | None = None) -> int:
             print("run.py: --backend cupy needs CuPy and a CUDA GPU, and this machine has none "
                   f"usable ({' '.join(reason.split())})", file=sys.stderr)
             return 2
+    if args.profile:
+        profile_case(args.profile, args)
+        return 0
 
     def log(text: str) -> None:
         print(text, file=sys.stderr, flush=True)

@@ -106,6 +106,20 @@ def test_unknown_case_is_refused_with_the_choices():
     assert "lm-huge" in done.stderr and "lm-small" in done.stderr
 
 
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--cases", ""], "no case given"),
+        (["--mpi", "0"], "--mpi must be >= 2 processes; got 0"),
+        (["--mpi", "2", "--threads", "1", "--cases", "sine"], "not --cases, --threads"),
+        (["--wait-idle", "-1"], "--wait-idle must be >= 0 seconds"),
+    ],
+)
+def test_a_flag_the_harness_cannot_honour_is_refused_naming_it(flags, message):
+    done = _run(*flags, timeout=60)
+    assert done.returncode == 2 and message in done.stderr, done.stderr
+
+
 @pytest.mark.skipif(get_backend("cupy").unavailable_reason() is None,
                     reason="a GPU is here: the cupy run is the real benchmark")
 def test_cupy_without_a_gpu_exits_with_one_line():

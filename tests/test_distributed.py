@@ -79,6 +79,19 @@ def test_a_sharded_epoch_is_set_up_by_iter_itself_as_a_data_loaders_is():
     assert shard.state_dict()["next_batch"] == 1
 
 
+@pytest.mark.parametrize("bad", ["abc", "0", "-5", "inf"])
+def test_a_bad_mpi_timeout_variable_is_refused_naming_it(bad):
+    if importlib.util.find_spec("mpi4py") is None:
+        pytest.skip("mpi4py is not installed: pip install 'tinygrad-rnn[mpi]' (mpi4py, mpich)")
+    code = "from tinygrad_rnn.train.distributed import MPICommunicator; MPICommunicator()"
+    env = {**os.environ, "TINYGRAD_RNN_MPI_TIMEOUT": bad}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert done.returncode != 0
+    assert f"$TINYGRAD_RNN_MPI_TIMEOUT must be a number of seconds > 0; got {bad!r}" in done.stderr
+
+
 def test_sharded_loader_names_a_training_set_smaller_than_one_global_batch():
     with pytest.raises(ValueError, match="2 x 8 = 16"):
         ShardedLoader(np.zeros((10, 3)), np.zeros(10), 8, 0, 2, seed=0)

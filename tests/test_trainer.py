@@ -473,3 +473,16 @@ def test_the_curves_plot_one_point_per_epoch_after_a_resumed_partial_epoch(tmp_p
     kept = plots.one_record_per_epoch(second.history)
     assert [h["epoch"] for h in kept] == [1, 2] and all(h["complete"] for h in kept)
     assert plots.curves(tmp_path / "curves.png", second.history, "mse").stat().st_size > 0
+
+
+def test_a_resumed_epochs_progress_counts_from_where_it_resumed():
+    import io
+
+    from tinygrad_rnn.train.progress import Progress
+
+    stream = io.StringIO()
+    progress = Progress(50, "epoch 1/1", "samples", stream=stream, done=20)
+    for _ in range(30):
+        progress.update(0.5, 32)
+    steps = [line.split("step ")[1].split()[0] for line in stream.getvalue().splitlines()]
+    assert steps == ["25/50", "30/50", "35/50", "40/50", "45/50", "50/50"]

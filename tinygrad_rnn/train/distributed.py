@@ -23,6 +23,7 @@ of hanging.
 
 from __future__ import annotations
 
+import math
 import os
 import pickle
 import shutil
@@ -94,7 +95,15 @@ class MPICommunicator:
         self.local_size: int = local.Get_size()
         local.Free()
         if timeout is None:
-            timeout = float(os.environ.get(TIMEOUT_ENV, DEFAULT_TIMEOUT_S))
+            text = os.environ.get(TIMEOUT_ENV, "").strip()
+            try:
+                timeout = float(text) if text else DEFAULT_TIMEOUT_S
+            except ValueError:
+                timeout = math.nan  # refused below, naming the variable
+            if not (math.isfinite(timeout) and timeout > 0):
+                raise ValueError(
+                    f"${TIMEOUT_ENV} must be a number of seconds > 0; got {text!r}"
+                )
         if not timeout > 0:
             raise ValueError(f"timeout must be > 0 seconds; got {timeout}")
         self.timeout = float(timeout)

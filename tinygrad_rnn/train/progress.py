@@ -21,22 +21,26 @@ class Progress:
         unit: str,
         quiet: bool = False,
         stream: TextIO | None = None,
+        done: int = 0,
     ):
+        """`done`: steps of the epoch already trained (a resumed epoch starts there)."""
         self.total = max(int(total), 1)
         self.description = description
         self.unit = unit
         self.quiet = quiet
         self.stream = stream if stream is not None else sys.stderr
-        self.done = 0
+        self.done = int(done)
         self.items = 0
         self.start = time.perf_counter()
         self._bar: Any = None
-        self._next_line = max(self.total // 10, 1)
+        step = max(self.total // 10, 1)
+        self._next_line = (self.done // step + 1) * step
         if not quiet and getattr(self.stream, "isatty", lambda: False)():
             from tqdm.auto import tqdm
 
             self._bar = tqdm(
                 total=self.total,
+                initial=self.done,
                 desc=description,
                 unit="step",
                 file=self.stream,

@@ -447,9 +447,6 @@ class Trainer:
         c = self.config
         loader = self.loader
         unit = getattr(self.topology, "count_unit", "samples")
-        progress = Progress(
-            len(loader), f"epoch {self.epoch + 1}/{c.epochs}", unit, c.quiet or self.rank != 0
-        )
         params = self.model.parameters()
         if self.validation_pending:  # resumed after the epoch's last batch: validate it now
             batches: Any = iter(())
@@ -458,6 +455,10 @@ class Trainer:
             self.batch_in_epoch = loader.state_dict()["next_batch"]
             if self.batch_in_epoch == 0:
                 self.epoch_loss_sum, self.epoch_count = 0.0, 0
+        progress = Progress(
+            len(loader), f"epoch {self.epoch + 1}/{c.epochs}", unit, c.quiet or self.rank != 0,
+            done=self.batch_in_epoch,
+        )  # fmt: skip
         trained = 0  # this call's samples (or tokens), for the throughput
         started = time.perf_counter()
         self.model.train()
