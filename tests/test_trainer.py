@@ -377,23 +377,28 @@ def test_ctrl_c_anywhere_saves_a_checkpoint_that_resumes_exactly(tmp_path, make,
     assert [{k: r[k] for k in RECORDED if k in r} for r in resumed.history] == pick
 
 
+@pytest.mark.parametrize("extra_steps", [0, 5], ids=["at-an-epochs-end", "mid-epoch"])
 @pytest.mark.parametrize("make", [make_stateless, make_stateful])
-def test_a_validation_pending_at_the_step_budget_is_still_run_on_resume(tmp_path, make):
-    """The budget ends with an epoch; Ctrl-C lands in its validation. The resumed run has
-    no step left, yet finishes that epoch's end: the same history as the whole run."""
-    full = make(tmp_path / "full", epochs=3, max_steps=len(make().loader))
+def test_a_validation_pending_at_the_step_budget_is_still_run_on_resume(
+    tmp_path, make, extra_steps
+):
+    """The budget ends (with an epoch, or inside one); Ctrl-C lands in the validation
+    after it. The resumed run has no step left, yet does that validation: the same history
+    as the whole run."""
+    budget = len(make().loader) + extra_steps
+    full = make(tmp_path / "full", epochs=3, max_steps=budget)
     full.fit()
-    interrupted = make(tmp_path / "cut", epochs=3, max_steps=len(full.loader))
-    sigint_on_call(interrupted, "evaluate", 1)
+    interrupted = make(tmp_path / "cut", epochs=3, max_steps=budget)
+    sigint_on_call(interrupted, "evaluate", 1 + (extra_steps > 0))
     with pytest.raises(KeyboardInterrupt):
         interrupted.fit()
-    resumed = make(tmp_path / "cut", epochs=3, max_steps=len(full.loader))
+    resumed = make(tmp_path / "cut", epochs=3, max_steps=budget)
     resumed.resume(tmp_path / "cut")
-    assert resumed.validation_pending and resumed.history == []
+    assert resumed.validation_pending and len(resumed.history) == (extra_steps > 0)
     resumed.fit()
     pick = [{k: r[k] for k in RECORDED if k in r} for r in full.history]
     assert [{k: r[k] for k in RECORDED if k in r} for r in resumed.history] == pick
-    assert resumed.epoch == full.epoch == 1
+    assert resumed.epoch == full.epoch == 1 and not resumed.validation_pending
 
 
 def test_weights_blown_up_by_a_step_are_never_checkpointed(tmp_path):

@@ -208,7 +208,8 @@ def _refuse_flags_a_resume_ignores(args: argparse.Namespace, recipe: str) -> Non
     if ignored:
         raise UsageError(
             f"--resume continues a {recipe!r} run as it was set up, in its own directory; it "
-            f"takes --epochs, --max-steps, --checkpoint-every, --quiet and --threads, not "
+            f"takes --epochs, --max-steps, --checkpoint-every, --quiet, --threads, --backend "
+            f"and --distributed, not "
             f"{', '.join(ignored)}"
         )
 
@@ -320,7 +321,7 @@ class _OneLineParser(argparse.ArgumentParser):
 
 def _add_threads(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=_int_at_least(1), metavar="N",
-                        help="CPU threads (default: all this process may use, or "
+                        help="CPU threads (default: all this process may use, at most "
                              "$TINYGRAD_RNN_NUM_THREADS); results differ in rounding by count")
 
 

@@ -489,9 +489,11 @@ class Trainer:
                         self.carried = detach_state(out.state)
                     self.step += 1
                     self.batch_in_epoch += 1
-                    # Its last batch trained, an epoch awaits its validation: a checkpoint
-                    # from now until the epoch's end is done says so.
-                    self.validation_pending = self.batch_in_epoch >= len(loader)
+                    # Its last batch trained (or the step budget spent), an epoch awaits its
+                    # validation: a checkpoint from now until that is done says so.
+                    self.validation_pending = (
+                        self.batch_in_epoch >= len(loader) or self._budget_spent()
+                    )
                     self.step_losses.append(loss_value)
                     self.epoch_loss_sum += loss_value * count
                     self.epoch_count += count
@@ -505,7 +507,7 @@ class Trainer:
             progress.close()
         seconds = time.perf_counter() - started
         finished_epoch = self.batch_in_epoch >= len(loader)
-        self.validation_pending = finished_epoch
+        self.validation_pending = finished_epoch or self._budget_spent()
         self.throughput = trained / max(seconds, 1e-9) if trained else self.throughput
         record: dict[str, Any] = {
             "epoch": self.epoch + 1,
@@ -535,7 +537,7 @@ class Trainer:
                 if valid is not None:
                     self._schedule(valid[self.monitor])
                 self.epoch += 1
-                self.validation_pending = False
+            self.validation_pending = False
             self.history.append(record)
         progress.log(
             " ".join(
