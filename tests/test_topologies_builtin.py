@@ -632,6 +632,13 @@ def test_only_a_topology_that_carries_state_can_be_stateful(name):
         topologies.create(name, stateful=True)
     assert topologies.create("synced", stateful=True).stateful
 
+    class Carry(topologies.Topology):  # a plugin stateful by default, as the tutorial shows
+        """Carries its state."""
+
+        stateful = True
+
+    assert Carry(stateful=True).stateful and not Carry(stateful=False).stateful
+
 
 TOKENS = {"vocab_size": 10, "output_size": 10, "head": "probabilities", "hidden_size": 8}
 

@@ -491,3 +491,15 @@ def test_a_resumed_epochs_progress_counts_from_where_it_resumed():
         progress.update(0.5, 32)
     steps = [line.split("step ")[1].split()[0] for line in stream.getvalue().splitlines()]
     assert steps == ["25/50", "30/50", "35/50", "40/50", "45/50", "50/50"]
+
+
+def test_a_resumed_run_shows_its_epochs_progress_from_the_resumed_step(tmp_path, capsys):
+    make_stateless(tmp_path, max_steps=3).fit()
+    capsys.readouterr()
+    resumed = make_stateless(tmp_path, epochs=1, quiet=False)
+    resumed.resume(tmp_path)
+    resumed.fit()
+    lines = [line for line in capsys.readouterr().err.splitlines() if ": step " in line]
+    total = len(resumed.loader)
+    assert lines[0].split("step ")[1].startswith(f"4/{total} ")
+    assert lines[-1].split("step ")[1].startswith(f"{total}/{total} ")

@@ -352,7 +352,7 @@ class Topology:
     #: True: the trainer reads a StatefulBatcher stream and carries the state.
     stateful: bool = False
     #: True for a topology whose loss returns a state to carry (synced): only such a
-    #: topology may be made stateful.
+    #: topology, or one stateful by default, may be made stateful by the option.
     carries_state: ClassVar[bool] = False
     #: What StepOutput.count counts, for throughput figures ("samples", "tokens", ...).
     count_unit: ClassVar[str] = "samples"
@@ -369,7 +369,9 @@ class Topology:
                 f"topology {self.name!r} has no option(s) {unknown}; it takes "
                 f"{sorted(self.options) or 'none'}"
             )
-        if options.get("stateful") and not self.carries_state:
+        # A topology that carries state says so (carries_state, or stateful by default, as
+        # a plugin's may be); one that does not cannot be made stateful by an option.
+        if options.get("stateful") and not (self.carries_state or type(self).stateful):
             raise ValueError(
                 f"topology {self.name!r} carries no state from batch to batch, so it cannot "
                 "be stateful (a stream of one long sequence is for many-to-many-synced)"
