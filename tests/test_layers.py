@@ -315,6 +315,22 @@ def test_textbook_init_uses_embedding_rows_over_100_and_zero_biases():
     assert not host(model.decoder.bias).any()
 
 
+def test_textbook_init_gives_a_tied_weight_the_first_holders_rule_once():
+    """An embedding tied to a decoder keeps the embedding's randn/100: the decoder's
+    randn/sqrt(fan_in) must not overwrite it."""
+
+    class Tied(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embedding = nn.Embedding(400, 100)
+            self.decoder = nn.Linear(100, 400)
+            self.decoder.weight = self.embedding.weight
+
+    model = init.textbook_init_(Tied(), _rng())
+    assert model.decoder.weight is model.embedding.weight
+    assert abs(host(model.embedding.weight).std() - 0.01) < 0.001
+
+
 def test_forget_bias_sets_the_forget_rows_of_every_lstm_and_nothing_else():
     class Model(nn.Module):
         def __init__(self):

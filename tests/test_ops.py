@@ -414,6 +414,16 @@ def test_relu_and_clip_pass_no_gradient_outside():
     np.testing.assert_allclose(to_host(tr.Tensor(x.grad)), [0.0, 2.0, 1.0])
 
 
+def test_at_the_kinks_relu_and_clip_take_torchs_choice():
+    """relu passes nothing at 0; clip passes the gradient at its bounds (torch.clamp)."""
+    x = tr.tensor(np.array([-1.0, 0.0, 0.5, 1.0, 2.0]), requires_grad=True)
+    x.relu().sum().backward()
+    np.testing.assert_array_equal(to_host(tr.Tensor(x.grad)), [0, 0, 1, 1, 1])
+    x.grad = None
+    x.clip(0.0, 1.0).sum().backward()
+    np.testing.assert_array_equal(to_host(tr.Tensor(x.grad)), [0, 1, 1, 1, 0])
+
+
 @pytest.mark.parametrize(
     "call",
     [
