@@ -132,6 +132,16 @@ def test_state_dict_resume_gives_exactly_the_remaining_batches(
         assert rest == epochs[stop_epoch + 1]
 
 
+def test_a_state_saved_at_an_epochs_end_resumes_into_a_fresh_whole_epoch():
+    source = DataLoader(*_data(10), 3, seed=1)
+    list(source)  # the whole epoch
+    resumed = DataLoader(*_data(10), 3, seed=1)
+    resumed.load_state_dict(source.state_dict())
+    fresh = _ids(_epoch(resumed))
+    assert [len(ids) for ids in fresh] == [3, 3, 3, 1] and resumed.epoch == 2
+    assert fresh == _ids(_epoch(source))  # the epoch the source itself draws next
+
+
 def test_state_dict_during_a_batch_points_at_the_next_batch():
     x, y = _data(12)
     loader = DataLoader(x, y, 3, seed=0)

@@ -168,6 +168,9 @@ def test_state_for_another_layout_is_refused():
     state = StatefulBatcher(np.arange(100), 4, 5).state_dict()
     with pytest.raises(ValueError, match="time_size"):
         StatefulBatcher(np.arange(100), 4, 6).load_state_dict(state)
+    ranks = StatefulBatcher(np.arange(100), 4, 5, lanes=(0, 2)).state_dict()
+    with pytest.raises(ValueError, match=r"lanes = \(0, 2\), this batcher has \(2, 4\)"):
+        StatefulBatcher(np.arange(100), 4, 5, lanes=(2, 4)).load_state_dict(ranks)
 
 
 @settings(deadline=None)

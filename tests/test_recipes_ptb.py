@@ -23,6 +23,7 @@ def test_ptb_large_builds_the_tied_2x650_model_and_its_training_steps_run():
     assert (spec.num_layers, spec.hidden_size, spec.embedding_size) == (2, 650, 650)
     assert (spec.dropout, spec.tie_weights) == (0.5, True)
     assert (config.optimizer, config.lr, config.clip, config.epochs) == ("sgd", 20.0, 0.25, 40)
+    assert config.eval_batch_size == 10  # the textbook's evaluation batch
     manual_seed(0)
     model = prepared.topology.build(spec)
     assert model.head.linear.weight is model.embedding.weight  # one tied parameter

@@ -206,3 +206,12 @@ def test_the_seq2seq_recipes_halve_adams_lr_when_validation_stalls(name, percent
     # date clips each step to the 10th percentile of the norms so far (AutoClip), under 5.0
     assert config.clip_percentile == percentile
     assert prepare(name, Options(data=data, clip_percentile=100)).config.clip_percentile == 100
+
+
+def test_the_seq2seq_validation_rows_are_held_out_of_training_and_the_seed_reaches_the_run():
+    from tinygrad_rnn.train.recipes import Options, prepare
+
+    prepared = prepare("addition", Options(data=shared_data_path("seq2seq", "addition.txt"),
+                                           seed=7))  # fmt: skip
+    assert len(prepared.train[0]) + len(prepared.valid[0]) == 45_000  # the training split
+    assert len(prepared.valid[0]) == 1000 and prepared.config.seed == 7

@@ -50,3 +50,20 @@ def test_the_date_recipe_hands_over_only_h():
     assert prepared.topology.pass_cell_state is False
     addition = prepare("addition", Options(data=shared_data_path("seq2seq", "addition.txt")))
     assert addition.topology.pass_cell_state is True
+
+
+def test_the_seq2seq_count_is_the_scored_answer_steps_and_summary_the_top_layer():
+    """The start token is read, not scored: (6, 3) answers count 6 x 2. A peeky decoder's
+    summary is the encoder's top layer's h."""
+    import tinygrad_rnn as tr
+    from topologies.seq2seq import _last_hidden
+
+    topology = topologies.create("seq2seq")
+    spec = topologies.ModelSpec(vocab_size=5, output_size=5, head="probabilities",
+                                hidden_size=4, embedding_size=3)  # fmt: skip
+    model = topology.build(spec)
+    rng = np.random.default_rng(0)
+    out = topology.loss(model, rng.integers(0, 5, (6, 4)), rng.integers(0, 5, (6, 3)))
+    assert out.count == 12
+    h = tr.tensor(np.arange(24, dtype=np.float32).reshape(2, 3, 4))  # (layers, N, H)
+    np.testing.assert_array_equal(_last_hidden((h, h * 0)).numpy(), h.numpy()[1])

@@ -138,6 +138,34 @@ def test_same_seed_same_run():
     assert_same_weights(weights(a.model), weights(b.model))
 
 
+def test_a_validation_equal_to_the_best_is_no_improvement():
+    trainer = make_stateless(lr_decay=4.0)
+    trainer._schedule(1.0)
+    trainer._schedule(1.0)
+    assert trainer.bad_epochs == 1 and trainer.optimizer.lr == pytest.approx(1e-2 / 4)
+
+
+def test_each_epochs_train_loss_is_its_steps_losses_weighted_by_their_batches():
+    """200 windows at batch 16: 12 batches of 16, one of 8."""
+    trainer = make_stateless(epochs=2)
+    trainer.fit()
+    steps = len(trainer.loader)
+    sizes = [16] * 12 + [8]
+    for epoch, record in enumerate(trainer.history):
+        losses = trainer.step_losses[epoch * steps : (epoch + 1) * steps]
+        expected = sum(loss * n for loss, n in zip(losses, sizes)) / 200
+        assert record["train_loss"] == pytest.approx(expected, rel=1e-9)
+
+
+def test_a_stateful_validation_is_one_pass_whatever_its_truncation():
+    """The state is carried from batch to batch in evaluation too: 9 batches of 10 steps
+    read each lane as one batch of 90 steps does."""
+    trainer = make_stateful(eval_time_size=10)
+    short = trainer.evaluate(trainer.valid_data)["loss"]
+    trainer.config.eval_time_size = 90
+    assert trainer.evaluate(trainer.valid_data)["loss"] == pytest.approx(short, rel=1e-5)
+
+
 def test_lr_is_divided_when_validation_stops_improving():
     trainer = make_stateless(lr_decay=4.0, patience=2)
     trainer._schedule(1.0)
@@ -306,6 +334,32 @@ def test_resume_restores_the_generators_the_layers_draw_their_dropout_from(tmp_p
     assert_same_weights(weights(full.model), weights(second.model))
 
 
+def test_resume_restores_the_librarys_generator_for_dropout_drawn_from_it(tmp_path):
+    """A model built without a generator of its own draws its dropout from the library's:
+    the checkpoint's state of it, not whatever the process seeded, goes on."""
+
+    def make(out, **config):
+        tr.manual_seed(0)
+        ids = token_stream()
+        topo = topologies.create("synced")
+        spec = topologies.ModelSpec(
+            cell="lstm", hidden_size=12, vocab_size=7, embedding_size=6, output_size=7,
+            head="probabilities", num_layers=2, dropout=0.3,
+        )  # fmt: skip
+        cfg = TrainConfig(**{"epochs": 2, "batch_size": 4, "time_size": 10, "lr": 1e-2,
+                             "quiet": True, **config})  # fmt: skip
+        return Trainer(topo, topo.build(spec), cfg, ids[:1600], ids[1600:], out_dir=out)
+
+    full = make(tmp_path / "full")
+    full.fit()
+    make(tmp_path / "cut", max_steps=len(full.loader) + 3).fit()
+    second = make(tmp_path / "cut")
+    tr.manual_seed(123)  # what a new process might have drawn
+    second.resume(tmp_path / "cut")
+    second.fit()
+    assert_same_weights(weights(full.model), weights(second.model))
+
+
 def test_ctrl_c_saves_a_checkpoint_that_resumes_exactly(tmp_path):
     full = make_stateful(tmp_path / "full")
     full.fit()
@@ -377,7 +431,9 @@ def test_ctrl_c_anywhere_saves_a_checkpoint_that_resumes_exactly(tmp_path, make,
     assert [{k: r[k] for k in RECORDED if k in r} for r in resumed.history] == pick
 
 
-@pytest.mark.parametrize("extra_steps", [0, 5], ids=["at-an-epochs-end", "mid-epoch"])
+@pytest.mark.parametrize(
+    "extra_steps", [0, 5, "last-but-one"], ids=["at-an-epochs-end", "mid-epoch", "last-but-one"]
+)
 @pytest.mark.parametrize("make", [make_stateless, make_stateful])
 def test_a_validation_pending_at_the_step_budget_is_still_run_on_resume(
     tmp_path, make, extra_steps
@@ -385,7 +441,9 @@ def test_a_validation_pending_at_the_step_budget_is_still_run_on_resume(
     """The budget ends (with an epoch, or inside one); Ctrl-C lands in the validation
     after it. The resumed run has no step left, yet does that validation: the same history
     as the whole run."""
-    budget = len(make().loader) + extra_steps
+    steps = len(make().loader)
+    extra_steps = steps - 1 if extra_steps == "last-but-one" else extra_steps
+    budget = steps + extra_steps
     full = make(tmp_path / "full", epochs=3, max_steps=budget)
     full.fit()
     interrupted = make(tmp_path / "cut", epochs=3, max_steps=budget)
