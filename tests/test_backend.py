@@ -282,3 +282,16 @@ def test_scatter_add_sums_repeated_indices(xp):
     target = xp.zeros(3)
     scatter_add(xp, target, xp.asarray([0, 2, 0]), xp.asarray([1.0, 2.0, 3.0]))
     np.testing.assert_array_equal(host_copy(tr.Tensor(target)), [4.0, 0.0, 2.0])
+
+
+def test_the_cupy_probe_refuses_a_machine_without_a_device():
+    from types import SimpleNamespace
+
+    from tinygrad_rnn.backend import _probe_cupy
+
+    def runtime(count):
+        return SimpleNamespace(cuda=SimpleNamespace(runtime=SimpleNamespace(
+            getDeviceCount=lambda: count)))  # fmt: skip
+
+    assert _probe_cupy(runtime(0)) == "no CUDA device is visible"
+    assert _probe_cupy(runtime(1)) is None

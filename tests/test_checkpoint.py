@@ -377,3 +377,26 @@ def test_optimizer_mismatches_are_refused_before_the_model_changes(tmp_path):
     with pytest.raises(CheckpointError, match="no optimizer state"):
         tr.load(path, target, optim.Adam(target.parameters()))
     _assert_same_state(before, _host_state(target))
+
+
+def test_a_checkpoint_of_a_newer_format_version_is_refused(tmp_path):
+    path = tmp_path / "m.npz"
+    tr.save(path, TinyLM(seed=0))
+    with np.load(path) as stored:
+        members = {k: stored[k] for k in stored.files}
+    meta = json.loads(members["__meta__"].tobytes().decode("utf-8"))
+    meta["version"] = checkpoint.VERSION + 1
+    members["__meta__"] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
+    np.savez(path, **members)
+    with pytest.raises(CheckpointError, match=f"format version {checkpoint.VERSION + 1} is not"):
+        tr.load(path, TinyLM(seed=1))
+
+
+def test_a_save_is_on_disk_before_it_replaces_the_old_checkpoint(tmp_path, monkeypatch):
+    calls = []
+    fsync, replace = os.fsync, os.replace
+    monkeypatch.setattr(checkpoint.os, "fsync", lambda fd: (calls.append("fsync"), fsync(fd)))
+    monkeypatch.setattr(checkpoint.os, "replace",
+                        lambda a, b: (calls.append("replace"), replace(a, b)))  # fmt: skip
+    tr.save(tmp_path / "m.npz", TinyLM(seed=0))
+    assert calls[:2] == ["fsync", "replace"]

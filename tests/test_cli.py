@@ -54,6 +54,11 @@ def test_train_sine_writes_metrics_checkpoint_and_plots(tmp_path):
     evaluated = cli("evaluate", str(out))
     assert evaluated.returncode == 0, evaluated.stderr
     assert json.loads(evaluated.stdout)["mse"] == pytest.approx(metrics["test"]["mse"], rel=1e-5)
+    valid = cli("evaluate", str(out), "--split", "valid")
+    assert json.loads(valid.stdout)["split"] == "valid"
+    assert json.loads(valid.stdout)["loss"] == pytest.approx(
+        metrics["history"][-1]["valid_loss"], rel=1e-5
+    )
 
     generated = cli("generate", str(out), "--length", "7")
     assert generated.returncode == 0, generated.stderr
@@ -193,6 +198,20 @@ def test_a_relative_data_path_is_kept_absolute_so_evaluate_works_from_anywhere(t
     assert evaluated.returncode == 0, evaluated.stderr
 
 
+def test_ctrl_c_during_training_saves_and_ends_with_status_130(tmp_path, monkeypatch, capsys):
+    from tinygrad_rnn import cli as command
+    from tinygrad_rnn.train import Trainer
+
+    def interrupted(self):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "fit", interrupted)
+    out = tmp_path / "run"
+    status = command.main(["train", "sine", "--max-steps", "2", "--quiet", "--out", str(out)])
+    assert status == 130
+    assert f"interrupted: checkpoint saved in {out}" in capsys.readouterr().err
+
+
 def test_ctrl_c_during_the_final_report_says_where_the_run_is(tmp_path, monkeypatch, capsys):
     """Training is done and checkpointed; the interrupted report ends with a line naming
     the run directory and status 130, not a traceback."""
@@ -284,6 +303,14 @@ def test_text_lm_trains_and_samples(tmp_path):
     empty = cli("generate", str(out), "--prompt", "")
     assert_one_line_error(empty, "--prompt '': give at least one token")
 
+    def sample(*flags):
+        done = cli("generate", str(out), "--prompt", "the ", "--length", "30", *flags)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    assert sample("--seed", "1") == sample("--seed", "1") != sample("--seed", "2")
+    assert sample("--top-k", "1", "--seed", "3") == sample("--temperature", "0")  # greedy
+
 
 def test_unknown_recipe_is_one_clear_line():
     assert_one_line_error(cli("train", "sinus"), "unknown recipe", "sinus", "sine")
@@ -313,7 +340,10 @@ def test_backends_lists_numpy_and_says_why_not_cupy():
     result = cli("backends")
     assert result.returncode == 0
     assert "numpy    available" in result.stdout
-    assert "cupy" in result.stdout
+    if get_backend("cupy").unavailable_reason() is not None:  # said, with the reason
+        assert "cupy     unavailable: backend 'cupy' needs" in result.stdout
+    else:
+        assert "cupy     available" in result.stdout
 
 
 def test_out_of_tree_plugin_is_listed_and_trains_from_the_cli(tmp_path):
@@ -323,6 +353,7 @@ def test_out_of_tree_plugin_is_listed_and_trains_from_the_cli(tmp_path):
     listing = cli("topologies", path=root)
     assert listing.returncode == 0, listing.stderr
     assert "mean-over-time" in listing.stdout and "many-to-one" in listing.stdout
+    assert "(alias: m2o)" in listing.stdout and "(alias: seq2seq)" in listing.stdout
     out = tmp_path / "run"
     result = cli(
         "train",

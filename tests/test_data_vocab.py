@@ -34,6 +34,7 @@ def test_ids_follow_specials_unk_then_first_appearance():
     assert vocab.token_to_id["c"] == 4
     assert vocab.unk_id == 1
     assert len(vocab) == 5
+    assert vocab.encode(["zebra", "b"]).tolist() == [1, 2]  # unknown -> unk_id, not id 0
 
 
 @pytest.mark.parametrize(

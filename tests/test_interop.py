@@ -94,6 +94,8 @@ def test_torch_state_dict_values_and_grads_under_torch_names():
     values = torch_state_dict(cell)
     values["weight_ih"][...] = 7.0  # a copy: the module is not changed
     assert not np.any(to_host(cell.weight_ih) == 7.0)
+    grads["weight_ih"][...] = 7.0  # the gradients too
+    assert not np.any(to_host(cell.weight_ih.grad) == 7.0)
 
 
 def test_torch_round_trip_keeps_names_and_values():
@@ -166,3 +168,14 @@ def test_a_tied_word_lm_loads_into_the_same_tied_torch_module():
     np.testing.assert_array_equal(theirs.head.linear.weight.detach().numpy(),
                                   to_host(ours.embedding.weight))  # fmt: skip
     assert sorted(theirs.state_dict()) == sorted(state)
+
+
+def test_load_refuses_bools_and_names_a_transposed_weight():
+    rnn = RNN(3, 2)
+    state = {k: np.zeros(v.shape, dtype=bool) for k, v in torch_state_dict(rnn).items()}
+    with pytest.raises(TypeError, match="is not numeric"):
+        load_torch_state_dict(rnn, state)
+    state = {k: np.asarray(v).T.copy() if k == "weight_ih_l0" else v
+             for k, v in torch_state_dict(rnn).items()}  # fmt: skip
+    with pytest.raises(ValueError, match=r"'weight_ih_l0' expects shape \(2, 3\); got \(3, 2\)"):
+        load_torch_state_dict(rnn, state)

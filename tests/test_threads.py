@@ -1,5 +1,6 @@
 """The library's thread setting and its row-parallel helper (tinygrad_rnn.threads)."""
 
+import os
 import threading
 
 import numpy as np
@@ -66,6 +67,15 @@ def test_default_follows_the_thread_variables(monkeypatch):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
     assert threads._default_threads() >= 1
+
+
+def test_thread_variables_cap_the_cpus_and_ours_comes_first(monkeypatch):
+    cpus = len(os.sched_getaffinity(0))
+    monkeypatch.setenv("TINYGRAD_RNN_NUM_THREADS", str(cpus + 5))
+    assert threads._default_threads() == cpus  # a cap, never more than the CPUs
+    monkeypatch.setenv("TINYGRAD_RNN_NUM_THREADS", "1")
+    monkeypatch.setenv("OMP_NUM_THREADS", str(cpus))
+    assert threads._default_threads() == 1
 
 
 @pytest.mark.parametrize("bad", ["abc", "0", "-2", "1.5"])

@@ -40,6 +40,9 @@ def test_builtins_are_listed_with_one_line_descriptions():
 def test_aliases_resolve_to_the_same_class():
     assert topologies.get("seq2seq") is topologies.get("many-to-many-seq2seq")
     assert topologies.get("synced") is topologies.get("many-to-many-synced")
+    assert topologies.get("m2o") is topologies.get("many-to-one")
+    # Names are read case- and separator-blind: "_" is "-".
+    assert topologies.get(" Many_To_One ") is topologies.get("many-to-one")
 
 
 def test_unknown_name_lists_what_is_available():

@@ -90,3 +90,15 @@ def test_reused_memory_changes_no_number():
     for later in grads[1:]:
         for a, b in zip(grads[0], later):
             np.testing.assert_array_equal(a, b)
+
+
+def test_a_workspace_given_back_once_goes_to_one_taker_only():
+    pool = WorkspacePool()
+    pool.give_back(pool.take("key", np))
+    assert pool.take("key", np) is not pool.take("key", np)
+
+
+def test_a_recycled_array_keeps_the_dtype_asked_for():
+    array = recycled_empty(np, (3, 11), np.float32)
+    del array  # free to recycle
+    assert recycled_empty(np, (3, 11), np.float64).dtype == np.float64
