@@ -87,6 +87,8 @@ def test_a_set_name_is_looked_up_in_the_data_folder(addition, addition_path, mon
     (tmp_path / "addition").rmdir()
     (tmp_path / "addition").write_text("1+1_2\n" * 20)  # nor does a file: the set comes first
     np.testing.assert_array_equal(load_seq2seq("addition").x_test, addition.x_test)
+    (tmp_path / "addition").unlink()
+    (tmp_path / "addition").mkdir()
     monkeypatch.delenv("TINYGRAD_RNN_DATA")
     with pytest.raises(DataNotFoundError, match="TINYGRAD_RNN_DATA is not set"):
         load_seq2seq("addition")  # a folder is no data file: the error says where to look
