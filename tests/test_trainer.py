@@ -307,15 +307,17 @@ def test_resume_mid_epoch_ends_with_the_same_weights(tmp_path, make, clip):
     assert_same_weights(weights(full.model), weights(second.model))
 
 
-def make_with_own_generator(tmp_path=None, bits=np.random.PCG64, **config):
-    """A stateful LM whose dropout draws from a generator of its own, passed to build."""
+def make_with_dropout(tmp_path=None, bits=np.random.PCG64, **config):
+    """A stateful LM with dropout, drawn from a generator of its own passed to build (of
+    bit generator `bits`), or from the library's (bits None)."""
+    tr.manual_seed(0)
     ids = token_stream()
     topo = topologies.create("synced")
     spec = topologies.ModelSpec(
         cell="lstm", hidden_size=12, vocab_size=7, embedding_size=6, output_size=7,
         head="probabilities", num_layers=2, dropout=0.3,
     )  # fmt: skip
-    model = topo.build(spec, generator=np.random.Generator(bits(7)))
+    model = topo.build(spec, generator=None if bits is None else np.random.Generator(bits(7)))
     cfg = TrainConfig(**{"epochs": 2, "batch_size": 4, "time_size": 10, "lr": 1e-2,
                          "quiet": True, **config})  # fmt: skip
     return Trainer(topo, model, cfg, ids[:1600], ids[1600:], out_dir=tmp_path)
@@ -324,11 +326,11 @@ def make_with_own_generator(tmp_path=None, bits=np.random.PCG64, **config):
 @pytest.mark.parametrize("bits", [np.random.PCG64, np.random.MT19937, np.random.Philox])
 def test_resume_restores_the_generators_the_layers_draw_their_dropout_from(tmp_path, bits):
     """Any bit generator: an MT19937 state holds an array, which JSON needed as a list."""
-    full = make_with_own_generator(tmp_path / "full", bits)
+    full = make_with_dropout(tmp_path / "full", bits)
     full.fit()
-    first = make_with_own_generator(tmp_path / "cut", bits, max_steps=len(full.loader) + 3)
+    first = make_with_dropout(tmp_path / "cut", bits, max_steps=len(full.loader) + 3)
     first.fit()
-    second = make_with_own_generator(tmp_path / "cut", bits)
+    second = make_with_dropout(tmp_path / "cut", bits)
     second.resume(tmp_path / "cut")
     second.fit()
     assert_same_weights(weights(full.model), weights(second.model))
@@ -337,23 +339,10 @@ def test_resume_restores_the_generators_the_layers_draw_their_dropout_from(tmp_p
 def test_resume_restores_the_librarys_generator_for_dropout_drawn_from_it(tmp_path):
     """A model built without a generator of its own draws its dropout from the library's:
     the checkpoint's state of it, not whatever the process seeded, goes on."""
-
-    def make(out, **config):
-        tr.manual_seed(0)
-        ids = token_stream()
-        topo = topologies.create("synced")
-        spec = topologies.ModelSpec(
-            cell="lstm", hidden_size=12, vocab_size=7, embedding_size=6, output_size=7,
-            head="probabilities", num_layers=2, dropout=0.3,
-        )  # fmt: skip
-        cfg = TrainConfig(**{"epochs": 2, "batch_size": 4, "time_size": 10, "lr": 1e-2,
-                             "quiet": True, **config})  # fmt: skip
-        return Trainer(topo, topo.build(spec), cfg, ids[:1600], ids[1600:], out_dir=out)
-
-    full = make(tmp_path / "full")
+    full = make_with_dropout(tmp_path / "full", None)
     full.fit()
-    make(tmp_path / "cut", max_steps=len(full.loader) + 3).fit()
-    second = make(tmp_path / "cut")
+    make_with_dropout(tmp_path / "cut", None, max_steps=len(full.loader) + 3).fit()
+    second = make_with_dropout(tmp_path / "cut", None)
     tr.manual_seed(123)  # what a new process might have drawn
     second.resume(tmp_path / "cut")
     second.fit()
