@@ -243,13 +243,15 @@ def test_resume_continues_a_run(tmp_path):
     result = cli("train", "--resume", str(out), "--max-steps", "6", "--quiet", "--backend",
                  "numpy")  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["steps"] == 6
+    assert json.loads(result.stdout)["steps"] == 6 and "epoch=1 step=6" not in result.stderr
+    loud = cli("train", "--resume", str(out), "--max-steps", "7")  # quiet is the call's own
+    assert loud.returncode == 0 and "epoch=1 step=7" in loud.stderr, loud.stderr
     # Asking a resumed run to stop where it already is trains nothing: refused, and said,
     # whether the cap is given again or is the run's own.
     again = cli("train", "--resume", str(out), "--max-steps", "5", "--quiet")
-    assert_one_line_error(again, "--max-steps 5: the checkpoint is at step 6 already")
+    assert_one_line_error(again, "--max-steps 5: the checkpoint is at step 7 already")
     own = cli("train", "--resume", str(out), "--epochs", "9", "--quiet")
-    assert_one_line_error(own, "--max-steps 6 (the run's own, from its checkpoint)")
+    assert_one_line_error(own, "--max-steps 7 (the run's own, from its checkpoint)")
     # What the run was set up with is its own: a flag for it would be ignored, so refused.
     changed = cli("train", "--resume", str(out), "--max-steps", "9", "--lr", "5", "--out", "x")
     assert_one_line_error(changed, "--resume continues a 'sine' run", "not --lr, --out")

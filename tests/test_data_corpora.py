@@ -136,6 +136,10 @@ def test_download_url_can_come_from_the_environment(ptb, ptb_dir, tmp_path, serv
     monkeypatch.delenv("TINYGRAD_RNN_DATA", raising=False)
     corpus = load_ptb(download=True, cache_dir=tmp_path / "cache")
     np.testing.assert_array_equal(corpus.valid, ptb.valid)
+    # A base_url given in code wins over the variable (here a dead address).
+    monkeypatch.setenv("TINYGRAD_RNN_PTB_URL", "http://127.0.0.1:1/")
+    corpus = load_ptb(download=True, cache_dir=tmp_path / "cache2", base_url=serve(site))
+    np.testing.assert_array_equal(corpus.valid, ptb.valid)
 
 
 def test_a_corrupted_download_is_refused_and_not_kept(ptb_dir, tmp_path, serve):
