@@ -130,26 +130,46 @@ def _check_number(
         raise ValueError(f"{name} must be a finite number {bound}; got {value!r}")
 
 
-@contextmanager
-def _interrupts_held() -> Iterator[None]:
-    """Run the block whole: a Ctrl-C (SIGINT) arriving inside it is raised as
-    KeyboardInterrupt once the block has finished, so what a checkpoint saved on Ctrl-C
-    holds is never half of it. Signals reach only the main thread; elsewhere, or where the
-    program handles SIGINT itself, the block runs as it is."""
-    if (
-        threading.current_thread() is not threading.main_thread()
-        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
-    ):
-        yield
-        return
-    received: list[int] = []
-    signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-    if received:  # reached only when the block ended normally
-        raise KeyboardInterrupt
+class _InterruptGate:
+    """Ctrl-C during `fit`: raised at once, except inside a `held()` block, which finishes
+    first, so what a checkpoint saved on Ctrl-C holds is never half an update or half an
+    epoch's end. Its SIGINT handler is installed once a fit, in the main thread and only
+    over Python's default one; elsewhere no signal arrives and blocks run as they are.
+    (Holding a block costs two flag writes, not a handler swap per training step.)"""
+
+    def __init__(self) -> None:
+        self.holding = False
+        self.pending = False
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        if not self.holding:
+            raise KeyboardInterrupt
+        self.pending = True
+
+    @contextmanager
+    def installed(self) -> Iterator[None]:
+        if (
+            threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+        ):
+            yield
+            return
+        signal.signal(signal.SIGINT, self)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        self.holding = True
+        try:
+            yield
+        finally:
+            self.holding = False
+        if self.pending:  # reached only when the block ended normally
+            self.pending = False
+            raise KeyboardInterrupt
 
 
 def make_optimizer(name: str, params: list, config: TrainConfig) -> Any:
@@ -175,18 +195,6 @@ def write_json_atomic(path: str | os.PathLike, payload: Any) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
-
-
-def _json_safe(value: Any) -> Any:
-    """A state tree with its arrays as lists and NumPy scalars as Python numbers (an
-    MT19937 generator's state holds an array; set back, lists are taken as arrays)."""
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, (np.ndarray, np.generic)):
-        return value.tolist()
-    return value
 
 
 def _json_default(value: Any) -> Any:
@@ -299,6 +307,7 @@ class Trainer:
         # (a checkpoint saved then, on Ctrl-C, makes the resumed run do them first).
         self.validation_pending = False
         self._saved_step: int | None = None  # the step of the checkpoint this run last wrote
+        self._interrupts = _InterruptGate()
         self.step_losses: list[float] = []  # every step's training loss, for diagnostics
         self.best: float | None = None
         self.bad_epochs = 0
@@ -416,12 +425,13 @@ class Trainer:
         """
         c = self.config
         try:
-            # A pending validation is the end of an epoch already trained: it runs even when
-            # the step budget is spent.
-            while self.validation_pending or (
-                self.epoch < c.epochs and not self._budget_spent() and not self.stopped_early
-            ):
-                self._run_epoch()
+            with self._interrupts.installed():
+                # A pending validation is the end of an epoch already trained: it runs even
+                # when the step budget is spent.
+                while self.validation_pending or (
+                    self.epoch < c.epochs and not self._budget_spent() and not self.stopped_early
+                ):
+                    self._run_epoch()
         except KeyboardInterrupt:
             if self.comm is not None:  # ranks stop at different points: no collective save
                 self.comm.abort(f"rank {self.rank} interrupted; the last checkpoint is kept", 130)
@@ -480,7 +490,7 @@ class Trainer:
                     self._check_finite(loss_value)
                 # The update and its bookkeeping, whole: a checkpoint saved on Ctrl-C holds
                 # either the step and its count or neither, so the resume is exact.
-                with _interrupts_held():
+                with self._interrupts.held():
                     if self._clip is not None:
                         self._clip(params)
                     self.optimizer.step()
@@ -507,7 +517,6 @@ class Trainer:
             progress.close()
         seconds = time.perf_counter() - started
         finished_epoch = self.batch_in_epoch >= len(loader)
-        self.validation_pending = finished_epoch or self._budget_spent()
         self.throughput = trained / max(seconds, 1e-9) if trained else self.throughput
         record: dict[str, Any] = {
             "epoch": self.epoch + 1,
@@ -526,13 +535,12 @@ class Trainer:
                 valid = self.comm.broadcast_object(valid, "the validation metrics")
             record.update({f"valid_{k}": v for k, v in valid.items()})
             if not math.isfinite(valid[self.monitor]):  # never saved as this epoch's end
-                raise TrainingDivergedError(
+                raise self._diverged(
                     f"validation {self.monitor} became {valid[self.monitor]} after step "
-                    f"{self.step} (epoch {self.epoch + 1}); training stopped. "
-                    f"{self._kept_checkpoint()} Try a smaller lr or a gradient clip."
+                    f"{self.step}"
                 )
         # The epoch's end, whole: its schedule step, count and record go in together.
-        with _interrupts_held():
+        with self._interrupts.held():
             if finished_epoch:  # a partial epoch (max_steps) must not move the schedule
                 if valid is not None:
                     self._schedule(valid[self.monitor])
@@ -553,30 +561,28 @@ class Trainer:
     def _check_finite_weights(self) -> None:
         for name, p in self.model.named_parameters():
             if not bool(get_array_module(p.data).isfinite(p.data).all()):
-                raise TrainingDivergedError(
-                    f"parameter {name!r} holds nan or inf after step {self.step} (epoch "
-                    f"{self.epoch + 1}); training stopped. {self._kept_checkpoint()} Try a "
-                    "smaller lr or a gradient clip."
-                )
+                raise self._diverged(f"parameter {name!r} holds nan or inf after step "
+                                     f"{self.step}")  # fmt: skip
 
     def _check_finite(self, loss_value: float) -> None:
         if not math.isfinite(loss_value):
-            raise TrainingDivergedError(
-                f"the loss became {loss_value} at step {self.step + 1} (epoch "
-                f"{self.epoch + 1}); training stopped. {self._kept_checkpoint()} Try a "
-                "smaller lr or a gradient clip."
-            )
+            raise self._diverged(f"the loss became {loss_value} at step {self.step + 1}")
 
-    def _kept_checkpoint(self) -> str:
-        """What a diverged run leaves on disk, for its error message."""
+    def _diverged(self, what: str) -> TrainingDivergedError:
+        """The error that stops a diverged run: what happened, and what it leaves on disk."""
         if self.out_dir is None:
-            return "No checkpoint is written (no out_dir)."
-        path = self.out_dir / CHECKPOINT_NAME
-        if self._saved_step is not None:
-            return f"The last good checkpoint, of step {self._saved_step}, is kept in {path}."
-        if path.exists():
-            return f"The last good checkpoint is kept in {path}."
-        return f"No checkpoint had been written yet to {path}."
+            kept = "No checkpoint is written (no out_dir)."
+        elif self._saved_step is not None:
+            kept = (f"The last good checkpoint, of step {self._saved_step}, is kept in "
+                    f"{self.out_dir / CHECKPOINT_NAME}.")  # fmt: skip
+        elif (self.out_dir / CHECKPOINT_NAME).exists():
+            kept = f"The last good checkpoint is kept in {self.out_dir / CHECKPOINT_NAME}."
+        else:
+            kept = f"No checkpoint had been written yet to {self.out_dir / CHECKPOINT_NAME}."
+        return TrainingDivergedError(
+            f"{what} (epoch {self.epoch + 1}); training stopped. {kept} Try a smaller lr or a "
+            "gradient clip."
+        )
 
     def _schedule(self, value: float) -> None:
         """Divide lr by `lr_decay` when validation stops improving; maybe stop early."""
@@ -612,7 +618,11 @@ class Trainer:
             "epoch_count": self.epoch_count,
             "validation_pending": self.validation_pending,
             "carried_state": len(_flatten_state(self.carried)),
-            "generators": [_json_safe(g.bit_generator.state) for g in self._layer_generators()],
+            # JSON-safe (an MT19937 state holds an array; set back, a list is taken as one)
+            "generators": [
+                json.loads(json.dumps(g.bit_generator.state, default=_json_default))
+                for g in self._layer_generators()
+            ],
             **self.extra,
         }
 
@@ -713,8 +723,7 @@ class Trainer:
         self.best = state["best"]
         self.bad_epochs = int(state["bad_epochs"])
         self.stopped_early = bool(state["stopped_early"])
-        self.optimizer.lr = float(state["lr"])
-        self.history = list(state["history"])
+        self.history = list(state["history"])  # (the lr came back with the optimizer's state)
         self.step_losses = list(state.get("step_losses", []))
         # Checkpoints from before these were kept: the epoch's loss restarts at the resume,
         # and an epoch whose batches were all trained was validated before it was saved.
