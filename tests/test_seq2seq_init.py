@@ -183,7 +183,7 @@ def test_a_date_checkpoint_is_rebuilt_on_the_layout_its_run_trained_on():
     # Were the default to change, the stored layout still holds: rebuilt as trained.
     extra["data_layout"] = {"reverse": False, "min_padding": 3}
     rebuilt = prepare("date", Options.from_checkpoint(extra))
-    assert rebuilt.test[0].shape[1] == 32 and rebuilt.extra["reverse_input"] is False
+    assert rebuilt.test[0].shape[1] == 32 and rebuilt.extra["data_layout"]["reverse"] is False
 
     # Written after min_padding came (date padded one space), before the layout was kept.
     older = {"options": Options(data=data).to_dict(), "reverse_input": True}
@@ -192,7 +192,7 @@ def test_a_date_checkpoint_is_rebuilt_on_the_layout_its_run_trained_on():
     oldest = {"options": Options(data=data).to_dict(), "reverse_input": True}
     del oldest["options"]["min_padding"]
     rebuilt = prepare("date", Options.from_checkpoint(oldest))
-    assert rebuilt.test[0].shape[1] == 29 and rebuilt.extra["reverse_input"] is True
+    assert rebuilt.test[0].shape[1] == 29 and rebuilt.extra["data_layout"]["reverse"] is True
 
 
 @pytest.mark.parametrize("name, percentile", [("date", 10.0), ("addition", None)])

@@ -231,7 +231,7 @@ def _check_more_to_train(args: argparse.Namespace, trainer) -> None:
                 f"{flag} {cap}{source}: the checkpoint is at {unit} {done} already, so "
                 f"nothing would train; give a {flag} above {done} to go further"
             )
-    if trainer.stopped_early and not trainer.validation_pending:
+    if trainer.stopped_early:
         raise UsageError(
             "the run stopped early (its validation stopped improving), so nothing would "
             "train; start a new run to train further"

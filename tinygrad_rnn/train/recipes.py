@@ -528,8 +528,8 @@ def _seq2seq(
         test,
         {
             "vocab": sets.vocab.to_dict(),
-            "reverse_input": reverse,
             # What the data looked like, resolved: a checkpoint rebuilds its run on it.
+            # (Checkpoints from before it kept the reversal alone, as "reverse_input".)
             "data_layout": {"reverse": reverse, "min_padding": padding},
         },
         report,
