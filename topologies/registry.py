@@ -52,8 +52,7 @@ _aliases: dict[str, str] = {}  # alias -> canonical name
 _lock = threading.RLock()
 _discovery = "pending"  # "pending" -> "running" -> "done"
 _discoverer: int | None = None  # the thread running discovery
-_discovered = threading.Event()  # set when no discovery is running
-_discovered.set()
+_discovery_ended = threading.Condition(_lock)  # notified when a discovery has run
 
 
 def _key(name: str) -> str:
@@ -144,15 +143,10 @@ def _discover() -> None:
         if _discovery == "done":
             return
         if _discovery == "running":
-            if _discoverer == threading.get_ident():
-                return
-            waiting = True
-        else:
-            _discovery, _discoverer, waiting = "running", threading.get_ident(), False
-            _discovered.clear()
-    if waiting:
-        _discovered.wait()
-        return
+            if _discoverer != threading.get_ident():
+                _discovery_ended.wait_for(lambda: _discovery != "running")
+            return
+        _discovery, _discoverer = "running", threading.get_ident()
     strict = os.environ.get("TINYGRAD_RNN_STRICT_PLUGINS", "") not in ("", "0")
     try:
         for ep in entry_points(group=ENTRY_POINT_GROUP):
@@ -170,7 +164,7 @@ def _discover() -> None:
     finally:
         with _lock:
             _discovery, _discoverer = "done", None
-        _discovered.set()
+            _discovery_ended.notify_all()
 
 
 def rediscover() -> None:
