@@ -76,6 +76,23 @@ def short_sine_run(out: Path, *flags: str) -> dict:
     return json.loads((out / "metrics.json").read_text())
 
 
+def test_cell_flag_offers_every_cell_the_topologies_build():
+    import topologies
+
+    from tinygrad_rnn.cli import build_parser
+
+    train = build_parser()._subparsers._group_actions[0].choices["train"]
+    cell = next(a for a in train._actions if a.dest == "cell")
+    assert tuple(cell.choices) == topologies.CELLS
+
+
+def test_relu_rnn_cell_trains_and_is_rebuilt_from_its_checkpoint(tmp_path):
+    metrics = short_sine_run(tmp_path / "run", "--cell", "rnn_relu")
+    assert metrics["config"]["spec"]["cell"] == "rnn_relu"
+    evaluated = cli("evaluate", str(tmp_path / "run"))
+    assert evaluated.returncode == 0, evaluated.stderr
+
+
 def test_init_flag_reaches_the_model_and_the_checkpoint(tmp_path):
     metrics = short_sine_run(tmp_path / "run", "--init", "textbook")
     assert metrics["config"]["spec"]["init"] == "textbook"

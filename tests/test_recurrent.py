@@ -10,6 +10,8 @@ seeds, dropout, dtypes and the error messages.
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import pytest
 from conftest import to_host
@@ -30,8 +32,12 @@ from tinygrad_rnn.testing import gradcheck
 
 pytestmark = pytest.mark.filterwarnings("error::RuntimeWarning")
 
-LAYERS = {"rnn": RNN, "lstm": LSTM, "gru": GRU}
-CELLS = {"rnn": RNNCell, "lstm": LSTMCell, "gru": GRUCell}
+# "rnn_relu" is the Elman RNN with nonlinearity="relu" (the functional form's cell name).
+LAYERS = {"rnn": RNN, "rnn_relu": partial(RNN, nonlinearity="relu"), "lstm": LSTM, "gru": GRU}
+CELLS = {
+    "rnn": RNNCell, "rnn_relu": partial(RNNCell, nonlinearity="relu"),
+    "lstm": LSTMCell, "gru": GRUCell,
+}  # fmt: skip
 KINDS = sorted(LAYERS)
 # Gradient checks cost two forward passes per input element: tiny sizes.
 SMALL = settings(deadline=None)
@@ -45,6 +51,8 @@ def reference_step(kind, x, state, w_ih, w_hh, b_ih, b_hh):
     gates_h = h @ w_hh.T + b_hh
     if kind == "rnn":
         return tr.tanh(gates_x + gates_h)
+    if kind == "rnn_relu":
+        return tr.relu(gates_x + gates_h)
     if kind == "lstm":
         i, f, g, o = tr.split(gates_x + gates_h, 4, axis=-1)
         c = tr.sigmoid(f) * state[1] + tr.sigmoid(i) * tr.tanh(g)
@@ -100,7 +108,7 @@ def reference_layers(kind, x, weights, state, lengths=None):
 
 # ---- helpers -------------------------------------------------------------------------
 def random_weights(rng, kind, D, H, layers, dirs, scale=0.6):
-    G = {"rnn": 1, "lstm": 4, "gru": 3}[kind]
+    G = {"rnn": 1, "rnn_relu": 1, "lstm": 4, "gru": 3}[kind]
     weights = []
     for k in range(layers):
         D_k = D if k == 0 else H * dirs
@@ -542,3 +550,33 @@ def test_an_empty_batch_runs_forward_and_backward_as_torch_does(kind, bidirectio
     out = cell(x)
     (out[0] if kind == "lstm" else out).sum().backward()
     assert x.grad.shape == (0, 3)
+
+
+def test_relu_and_tanh_rnns_of_one_shape_keep_their_own_buffers_until_backward():
+    """Both run before one backward: each layer's gradients equal those of its own run
+    (the two cells must not share pooled scratch, which is keyed by cell name)."""
+    rng = np.random.default_rng(3)
+    x_host = rng.standard_normal((4, 5, 3))
+    layers = {act: RNN(3, 6, dtype=np.float64, nonlinearity=act) for act in ("tanh", "relu")}
+
+    def grads(acts):
+        x = tr.tensor(x_host, requires_grad=True)
+        for layer in layers.values():
+            layer.zero_grad()
+        total = sum((layers[a](x)[0] * (k + 1.0)).sum() for k, a in enumerate(acts))
+        total.backward()
+        return {a: to_host(layers[a].weight_hh_l0.grad).copy() for a in acts}
+
+    together = grads(["tanh", "relu"])
+    alone = {**grads(["tanh"]), "relu": 2.0 * grads(["relu"])["relu"]}  # its weight was 2
+    assert not np.allclose(together["tanh"], together["relu"])
+    for act in ("tanh", "relu"):
+        np.testing.assert_allclose(together[act], alone[act], rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("module", [RNN, RNNCell])
+def test_unknown_nonlinearity_is_refused_by_name(module):
+    with pytest.raises(ValueError, match=r"RNN(Cell)?: nonlinearity must be one of .*'sigmoid'"):
+        module(3, 4, nonlinearity="sigmoid")
+    assert "nonlinearity='relu'" in repr(module(3, 4, nonlinearity="relu"))
+    assert "nonlinearity" not in repr(module(3, 4))

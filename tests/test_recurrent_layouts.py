@@ -24,7 +24,7 @@ def run_both(kind, layers, dirs, N, T, D, H, lengths, seed=0):
     assert_fused_matches_reference(rng, kind, layers, dirs, N, T, D, H, lengths)
 
 
-@pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("kind", ["rnn", "rnn_relu", "lstm", "gru"])
 @pytest.mark.parametrize("D", [1, 50])  # folded into the step matmul (not GRU), then apart
 def test_a_big_batch_stores_gate_gradients_in_rows_and_matches_the_reference(kind, D):
     N = recurrent._LONG_ROW + 2
@@ -32,14 +32,14 @@ def test_a_big_batch_stores_gate_gradients_in_rows_and_matches_the_reference(kin
     run_both(kind, layers=2, dirs=2, N=N, T=4, D=D, H=4, lengths=lengths)
 
 
-@pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("kind", ["rnn", "rnn_relu", "lstm", "gru"])
 @pytest.mark.parametrize("D", [1, 50])  # folded into the step matmul (not GRU), then apart
 def test_a_long_sequence_runs_backward_in_chunks_and_matches_the_reference(kind, D, monkeypatch):
     monkeypatch.setattr(recurrent, "_CHUNK_BYTES", 2880)  # 1 to 6 of the 10 steps per chunk
     run_both(kind, layers=1, dirs=2, N=5, T=10, D=D, H=6, lengths=[10, 3, 0, 7, 9])
 
 
-@pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("kind", ["rnn", "rnn_relu", "lstm", "gru"])
 @pytest.mark.parametrize("D", [1, 50])
 def test_big_weights_reordered_gate_by_gate_match_the_reference(kind, D, monkeypatch):
     monkeypatch.setattr(recurrent, "_SMALL_WEIGHT", 0)  # the path of large weights

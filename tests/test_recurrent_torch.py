@@ -7,6 +7,8 @@ must agree to 1e-9. Padding is compared with torch's packed sequences.
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import pytest
 from conftest import to_host
@@ -19,6 +21,9 @@ torch = pytest.importorskip("torch")
 
 PAIRS = {
     "rnn": (RNN, torch.nn.RNN, RNNCell, torch.nn.RNNCell),
+    "rnn_relu": tuple(
+        partial(m, nonlinearity="relu") for m in (RNN, torch.nn.RNN, RNNCell, torch.nn.RNNCell)
+    ),
     "lstm": (LSTM, torch.nn.LSTM, LSTMCell, torch.nn.LSTMCell),
     "gru": (GRU, torch.nn.GRU, GRUCell, torch.nn.GRUCell),
 }

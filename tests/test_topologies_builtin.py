@@ -51,6 +51,7 @@ def sine_windows(window: int = 8):
         ("many-to-one", "lstm"),
         ("many-to-one", "gru"),
         ("many-to-one", "rnn"),
+        ("many-to-one", "rnn_relu"),
     ],
 )
 def test_next_value_regression_beats_last_value_and_window_mean(name, cell):

@@ -18,9 +18,7 @@ import tinygrad_rnn as tr
 import topologies
 from tinygrad_rnn.tensor import GraphReleasedError, Tensor
 from tinygrad_rnn.train import TrainConfig, Trainer
-from topologies import ModelSpec, detach_state
-
-CELLS = ("rnn", "lstm", "gru")
+from topologies import CELLS, ModelSpec, detach_state
 
 
 def parts(state) -> list[Tensor]:

@@ -338,7 +338,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="train a recipe: sine, waves, wavegen, ptb, text, addition, date")
     p.add_argument("recipe", nargs="?", help="recipe name (omit with --resume)")
     p.add_argument("--topology", help="topology name (see `tinygrad-rnn topologies`)")
-    p.add_argument("--cell", choices=["rnn", "lstm", "gru"])
+    p.add_argument("--cell", choices=["rnn", "rnn_relu", "lstm", "gru"],
+                   help="recurrent cell; rnn is the tanh Elman RNN, rnn_relu the relu one")
     p.add_argument("--backend", dest="sub_backend", choices=["numpy", "cupy"])
     p.add_argument("--epochs", type=int)
     p.add_argument("--max-steps", type=int, help="stop after N optimizer steps (smoke runs)")

@@ -24,6 +24,7 @@ import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
@@ -51,7 +52,7 @@ __all__ = [
     "INITS",
 ]
 
-CELLS = ("rnn", "lstm", "gru")
+CELLS = ("rnn", "rnn_relu", "lstm", "gru")  # rnn_relu: the Elman RNN with relu
 HEADS = ("regression", "probabilities")
 INITS = ("pytorch", "textbook")
 
@@ -64,7 +65,8 @@ class TopologyDataError(ValueError):
 class ModelSpec:
     """What a topology needs to build a model. JSON-able (stored in checkpoints).
 
-    Inputs are either real-valued features (`input_size` per step) or token
+    `cell` is one of `CELLS`: "rnn" (the Elman RNN with tanh), "rnn_relu" (with
+    relu), "lstm" or "gru". Inputs are either real-valued features (`input_size` per step) or token
     ids (`vocab_size`, embedded to `embedding_size`). `output_size` is the
     number of values (regression) or classes (probabilities) per scored step.
 
@@ -147,9 +149,15 @@ class StepOutput(NamedTuple):
 
 
 def make_recurrent(spec: ModelSpec, input_size: int | None = None, generator=None) -> nn.Module:
-    """The stacked recurrent layer (`nn.RNN`, `nn.LSTM` or `nn.GRU`) that `spec` names."""
-    layer = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}[spec.cell]
-    return layer(
+    """The stacked recurrent layer that `spec.cell` names: `nn.RNN` (tanh or relu), `nn.LSTM`
+    or `nn.GRU`."""
+    layers = {
+        "rnn": nn.RNN,
+        "rnn_relu": partial(nn.RNN, nonlinearity="relu"),
+        "lstm": nn.LSTM,
+        "gru": nn.GRU,
+    }
+    return layers[spec.cell](
         spec.step_input_size if input_size is None else input_size,
         spec.hidden_size,
         num_layers=spec.num_layers,

@@ -1,4 +1,4 @@
-"""Per-step math of the recurrent cells: tanh RNN, LSTM and GRU.
+"""Per-step math of the recurrent cells: RNN (tanh or relu), LSTM and GRU.
 
 Each cell is a small class that knows its gates and two things only: how one
 time step turns gate pre-activations into the new state (`forward_step`), and
@@ -176,40 +176,60 @@ def _sigmoid_from_half_tanh(z: Any) -> None:
 
 
 class RNNMath(CellMath):
-    """Elman RNN: h' = tanh(W_ih x + b_ih + W_hh h + b_hh)."""
+    """Elman RNN: h' = act(W_ih x + b_ih + W_hh h + b_hh), act tanh (default) or relu.
 
-    name = "rnn"
+    Both activations' derivatives come from the output alone: 1 - h'^2 for tanh,
+    [h' > 0] for relu (0 at 0, as PyTorch takes it), so backward keeps only h'.
+    """
+
+    NONLINEARITIES = ("tanh", "relu")
+
+    def __init__(self, nonlinearity: str = "tanh"):
+        if nonlinearity not in self.NONLINEARITIES:
+            raise ValueError(
+                f"nonlinearity must be one of {self.NONLINEARITIES}; got {nonlinearity!r}"
+            )
+        self.nonlinearity = nonlinearity
+        # The name keys the workspaces and the cell lookup: the two must not share them.
+        self.name = "rnn" if nonlinearity == "tanh" else f"rnn_{nonlinearity}"
 
     def forward_buffers(self, ws, time_size, lead, hidden_size, batch, dtype):
         return {"projection": ws.empty("gates", (time_size, *lead, hidden_size, batch), dtype)}
 
     def forward_step(self, xp, buffers, states, pre_x):
         projection, h = buffers["projection"], states[0]
-        tanh = xp.tanh
+        relu = self.nonlinearity == "relu"
+        tanh, maximum = xp.tanh, xp.maximum
 
         def step(s: int) -> None:
             a = projection[s]
             if pre_x is not None:
                 a += pre_x[s]
-            tanh(a, out=h[s + 1])
+            if relu:
+                maximum(a, 0, out=h[s + 1])
+            else:
+                tanh(a, out=h[s + 1])
 
         return step
 
     def backward_factors(self, xp, ws, buffers, states, valid, steps):
         leaving = states[0][1:]
-        tanh_grad = ws.empty("tanh_grad", leaving.shape, leaving.dtype)
-        _one_minus_square(xp, leaving[steps], tanh_grad[steps])
+        slope = ws.empty("activation_slope", leaving.shape, leaving.dtype)
+        if self.nonlinearity == "relu":
+            xp.sign(leaving[steps], out=slope[steps])  # h' >= 0, so 1.0 or 0.0, in h's dtype
+        else:
+            _one_minus_square(xp, leaving[steps], slope[steps])
         if valid is not None:
-            tanh_grad[steps] *= valid[steps]
+            slope[steps] *= valid[steps]
         h_carry = self._carry(xp, ws, "h_carry", None, valid, steps)
-        return {"tanh_grad": tanh_grad, "h_carry": h_carry}
+        return {"activation_slope": slope, "h_carry": h_carry}
 
     def backward_step(self, xp, ws, factors, d_extra, d_pre_x, d_pre_h):
-        tanh_grad, h_carry = factors["tanh_grad"], factors["h_carry"]
+        slope, h_carry = factors["activation_slope"], factors["h_carry"]
         multiply = xp.multiply
 
         def step(s: int, dh: Any) -> Any:
-            multiply(dh, tanh_grad[s], out=d_pre_x[s])
+            multiply(dh, slope[s], out=d_pre_x[s])
             return None if h_carry is None else dh * h_carry[s]
 
         return step
@@ -418,4 +438,6 @@ class GRUMath(CellMath):
         return step
 
 
-CELL_MATH: dict[str, CellMath] = {m.name: m for m in (RNNMath(), LSTMMath(), GRUMath())}
+CELL_MATH: dict[str, CellMath] = {
+    m.name: m for m in (RNNMath(), RNNMath("relu"), LSTMMath(), GRUMath())
+}

@@ -29,7 +29,7 @@ from ..backend import get_array_module, get_backend
 from ..random import default_generator
 from ..tensor import Tensor, check_same_backend, record
 from ..workspace import POOL
-from .cells import CELL_MATH, CellMath
+from .cells import CELL_MATH, CellMath, RNNMath
 from .module import Module, Parameter
 
 __all__ = [
@@ -516,6 +516,22 @@ def final_state(
 
 
 # ---- the functional form shared by the Modules --------------------------------------
+def _rnn_math(owner: str, nonlinearity: Any) -> CellMath:
+    """The Elman cell for `nonlinearity` ('tanh' or 'relu'), the error naming `owner`."""
+    if nonlinearity not in RNNMath.NONLINEARITIES:
+        raise ValueError(
+            f"{owner}: nonlinearity must be one of {RNNMath.NONLINEARITIES}; got {nonlinearity!r}"
+        )
+    return CELL_MATH["rnn" if nonlinearity == "tanh" else f"rnn_{nonlinearity}"]
+
+
+def _nonlinearity_repr(cell: CellMath) -> list[str]:
+    """The repr's nonlinearity entry: only for an RNN off its tanh default."""
+    if isinstance(cell, RNNMath) and cell.nonlinearity != "tanh":
+        return [f"nonlinearity={cell.nonlinearity!r}"]
+    return []
+
+
 def _cell_math(cell: str | CellMath) -> CellMath:
     if isinstance(cell, CellMath):
         return cell
@@ -580,7 +596,7 @@ def recurrent_sequence(
 ) -> tuple[Tensor, State]:
     """Run stacked recurrent layers over a batch-first sequence (the Modules' forward).
 
-    cell: 'rnn', 'lstm' or 'gru'. x: (N, T, D). weights: per layer, per direction
+    cell: 'rnn' (tanh), 'rnn_relu', 'lstm' or 'gru'. x: (N, T, D). weights: per layer, per direction
     [weight_ih, weight_hh, bias_ih, bias_hh] (4 or 8 Tensors; 8 = bidirectional).
     state: h, or (h, c) for the LSTM, each (L * dirs, N, H); None means zeros.
     lengths: N ints in [0, T] or None. dropout: applied to every layer's output but
@@ -728,7 +744,7 @@ class _RecurrentLayers(Module):
             extras.append(f"dropout={self.dropout}")
         if self.bidirectional:
             extras.append("bidirectional=True")
-        return ", ".join(extras)
+        return ", ".join(extras + _nonlinearity_repr(self._cell))
 
 
 _LAYERS_DOC = """
@@ -761,10 +777,29 @@ _LAYERS_DOC = """
 
 class RNN(_RecurrentLayers):
     __doc__ = (
-        "Elman RNN with tanh, h' = tanh(W_ih x + b_ih + W_hh h + b_hh), stacked and "
-        "optionally bidirectional." + _LAYERS_DOC.format(state="h", gates=1)
+        "Elman RNN, h' = act(W_ih x + b_ih + W_hh h + b_hh) with act = tanh (default) or "
+        "relu (`nonlinearity='relu'`, keyword only), stacked and optionally bidirectional."
+        + _LAYERS_DOC.format(state="h", gates=1)
     )
     _cell = CELL_MATH["rnn"]
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        dtype: Any = None,
+        generator: np.random.Generator | None = None,
+        *,
+        nonlinearity: str = "tanh",
+    ):
+        # Set before the base class draws the parameters (their shapes do not depend on it).
+        object.__setattr__(self, "_cell", _rnn_math(type(self).__name__, nonlinearity))
+        super().__init__(
+            input_size, hidden_size, num_layers, dropout, bidirectional, dtype, generator
+        )
 
 
 class LSTM(_RecurrentLayers):
@@ -819,7 +854,9 @@ class _RecurrentCell(Module):
         return h, final_state([run], 1, h, (N, H), anchor_is_output=True)
 
     def extra_repr(self) -> str:
-        return f"{self.input_size}, {self.hidden_size}"
+        return ", ".join(
+            [f"{self.input_size}, {self.hidden_size}", *_nonlinearity_repr(self._cell)]
+        )
 
 
 _CELL_DOC = """
@@ -833,10 +870,24 @@ _CELL_DOC = """
 
 
 class RNNCell(_RecurrentCell):
-    __doc__ = "One tanh RNN step, h' = tanh(W_ih x + b_ih + W_hh h + b_hh)." + _CELL_DOC.format(
-        call="h = cell(x, h)", state="h", gates=1
+    __doc__ = (
+        "One Elman RNN step, h' = act(W_ih x + b_ih + W_hh h + b_hh), act = tanh (default) "
+        "or relu (`nonlinearity='relu'`, keyword only)."
+        + _CELL_DOC.format(call="h = cell(x, h)", state="h", gates=1)
     )
     _cell = CELL_MATH["rnn"]
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        dtype: Any = None,
+        generator: np.random.Generator | None = None,
+        *,
+        nonlinearity: str = "tanh",
+    ):
+        object.__setattr__(self, "_cell", _rnn_math(type(self).__name__, nonlinearity))
+        super().__init__(input_size, hidden_size, dtype, generator)
 
 
 class LSTMCell(_RecurrentCell):
