@@ -78,7 +78,6 @@ def short_sine_run(out: Path, *flags: str) -> dict:
 
 def test_cell_flag_offers_every_cell_the_topologies_build():
     import topologies
-
     from tinygrad_rnn.cli import build_parser
 
     train = build_parser()._subparsers._group_actions[0].choices["train"]
@@ -91,6 +90,24 @@ def test_relu_rnn_cell_trains_and_is_rebuilt_from_its_checkpoint(tmp_path):
     assert metrics["config"]["spec"]["cell"] == "rnn_relu"
     evaluated = cli("evaluate", str(tmp_path / "run"))
     assert evaluated.returncode == 0, evaluated.stderr
+
+
+def test_max_steps_none_on_resume_lifts_the_runs_own_limit(tmp_path):
+    out = tmp_path / "run"
+    short_sine_run(out, "--epochs", "1")  # stopped by its own --max-steps 2
+    again = cli("train", "--resume", str(out), "--quiet")
+    assert_one_line_error(again, "--max-steps 2 (the run's own", "--max-steps none")
+    result = cli("train", "--resume", str(out), "--max-steps", "none", "--quiet")
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    steps_per_epoch = metrics["history"][-1]["step"]  # the one epoch, trained to its end
+    assert json.loads(result.stdout.strip().splitlines()[-1])["steps"] == steps_per_epoch > 2
+    assert metrics["config"]["train"]["max_steps"] is None
+
+
+@pytest.mark.parametrize("bad", ["0", "-3", "1.5", "nonee"])
+def test_max_steps_takes_a_positive_integer_or_none(bad):
+    assert_one_line_error(cli("train", "sine", "--max-steps", bad), "--max-steps", repr(bad))
 
 
 def test_init_flag_reaches_the_model_and_the_checkpoint(tmp_path):

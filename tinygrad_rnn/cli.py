@@ -53,7 +53,8 @@ def _options(args: argparse.Namespace):
     from .train.recipes import Options
 
     return Options(
-        topology=args.topology, cell=args.cell, epochs=args.epochs, max_steps=args.max_steps,
+        topology=args.topology, cell=args.cell, epochs=args.epochs,
+        max_steps=None if args.max_steps == NO_STEP_LIMIT else args.max_steps,
         batch_size=args.batch_size, hidden_size=args.hidden_size, lr=args.lr, seed=args.seed,
         data=_absolute(args.data), checkpoint_every=args.checkpoint_every, quiet=args.quiet,
         large=args.large, reverse=args.reverse, peeky=args.peeky, attention=args.attention,
@@ -105,6 +106,22 @@ def _float_arg(accept: Callable[[float], bool], expected: str) -> Callable[[str]
     return parse
 
 
+# `--max-steps none`: no step limit; on --resume it lifts the limit the run was started with.
+NO_STEP_LIMIT = "none"
+
+
+def _steps_or_none(text: str) -> int | str:
+    """argparse type of --max-steps: an int >= 1, or "none"."""
+    if text.strip().lower() == NO_STEP_LIMIT:
+        return NO_STEP_LIMIT
+    try:
+        return _int_at_least(1)(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"expected an integer >= 1 or 'none'; got {text!r}"
+        ) from None
+
+
 def _int_at_least(low: int) -> Callable[[str], int]:
     """argparse type: an int >= `low`, or an error naming the value."""
 
@@ -140,6 +157,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         for key in ("epochs", "max_steps", "checkpoint_every"):  # a resumed run may go further
             if getattr(args, key) is not None:
                 setattr(opts, key, getattr(args, key))
+        if opts.max_steps == NO_STEP_LIMIT:  # lifts the smoke run's own limit
+            opts.max_steps = None
         opts.quiet = args.quiet
         out = path.parent
     else:
@@ -230,6 +249,7 @@ def _check_more_to_train(args: argparse.Namespace, trainer) -> None:
             raise UsageError(
                 f"{flag} {cap}{source}: the checkpoint is at {unit} {done} already, so "
                 f"nothing would train; give a {flag} above {done} to go further"
+                + (" (or --max-steps none)" if flag == "--max-steps" else "")
             )
     if trainer.stopped_early:
         raise UsageError(
@@ -342,7 +362,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="recurrent cell; rnn is the tanh Elman RNN, rnn_relu the relu one")
     p.add_argument("--backend", dest="sub_backend", choices=["numpy", "cupy"])
     p.add_argument("--epochs", type=int)
-    p.add_argument("--max-steps", type=int, help="stop after N optimizer steps (smoke runs)")
+    p.add_argument("--max-steps", type=_steps_or_none, metavar="N",
+                   help="stop after N optimizer steps (smoke runs); 'none': no limit (with "
+                        "--resume, lifts the run's own)")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--hidden-size", type=int)
     p.add_argument("--lr", type=float)
