@@ -77,9 +77,11 @@ def _total_norm(grads: list, caller: str, error_if_nonfinite: bool) -> float:
 
 
 def _clip(grads: list, total_norm: float, max_norm: float) -> None:
-    """Scale `grads`, whose joint norm is `total_norm`, down to `max_norm` (PyTorch's 1e-6)."""
-    if total_norm > max_norm:
-        scale = max_norm / (total_norm + 1e-6)
+    """Scale `grads`, whose joint norm is `total_norm`, down to `max_norm`, as PyTorch does:
+    by min(1, max_norm / (total_norm + 1e-6)). With a tiny max_norm that scales a norm
+    a little under it too; a factor of exactly 1 is skipped (a pass saved, same result)."""
+    scale = max_norm / (total_norm + 1e-6)
+    if scale < 1:
         for g in grads:
             _scale(get_array_module(g), g, scale)
 
