@@ -335,9 +335,9 @@ def test_adaptive_clip_bounds_each_step_by_the_percentile_of_the_norms_so_far(
         assert clip.limit() == pytest.approx(np.percentile(seen, percentile), rel=1e-12)
         grads = [host(p.grad) for p in params if p.grad is not None]
         after = math.sqrt(sum(float(np.sum(g**2)) for g in grads))
-        # clipped as PyTorch does: scaled by min(1, bound / (norm + 1e-6)), so a norm at
-        # the bound (the first step's, always) loses its 1e-6 share too
-        expected = norm * min(1.0, bound / (norm + 1e-6))
+        # clipped as PyTorch does, scaled by bound / (norm + 1e-6), but only above the
+        # bound: a norm at it (the first step's, every new maximum at percentile 100) stays
+        expected = norm * bound / (norm + 1e-6) if norm > bound else norm
         assert after == pytest.approx(expected, rel=1e-5)
         ratio = after / norm  # one scale for every gradient: the direction is kept
         for p, g in zip(params, before):

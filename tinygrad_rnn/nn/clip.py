@@ -129,7 +129,10 @@ class AdaptiveClip:
         limit = self.limit()
         if self.max_norm is not None:
             limit = min(limit, self.max_norm)
-        _clip(grads, total_norm, limit)
+        # Only a norm above the bound is scaled: the bound includes this step's own norm, so
+        # at percentile 100 (and on the first step) nothing moves, not even by PyTorch's 1e-6.
+        if total_norm > limit:
+            _clip(grads, total_norm, limit)
         return total_norm
 
     def limit(self) -> float:
