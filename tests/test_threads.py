@@ -1,7 +1,9 @@
 """The library's thread setting and its row-parallel helper (tinygrad_rnn.threads)."""
 
+import concurrent.futures
 import os
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -51,6 +53,51 @@ def test_parallel_rows_splits_over_threads_and_raises_a_range_error(restore_thre
     with pytest.raises(RuntimeError, match="rows 5:10"):
         threads.parallel_rows(np, 10, work)
     assert len(callers) == 2
+
+
+@pytest.mark.parametrize("where", ["submitting", "waiting"])
+def test_a_ctrl_c_in_parallel_rows_returns_only_once_every_range_is_done(
+    where, restore_threads, monkeypatch
+):
+    """A KeyboardInterrupt while handing out ranges, or while waiting for them, is raised
+    only after the ranges already running have finished writing the caller's rows."""
+    threads.set_num_threads(3, blas=False)
+    out = np.zeros(3)
+    started = threading.Event()
+
+    def work(start, stop):
+        if start > 0:  # a worker's range: slow, like a big block of rows; the first slower
+            started.set()
+            time.sleep(0.3 if start == 1 else 0.05)
+        out[start:stop] = 1.0
+
+    pool = threads._workers(2)
+    real_submit, real_result = type(pool).submit, concurrent.futures.Future.result
+    calls = []
+
+    def submit(self, *args, **kwargs):  # Ctrl-C lands between the first and second submit
+        calls.append(1)
+        if len(calls) == 2:
+            started.wait(1.0)
+            raise KeyboardInterrupt
+        return real_submit(self, *args, **kwargs)
+
+    def result(self, *args, **kwargs):  # Ctrl-C lands in the first wait
+        calls.append(1)
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+        return real_result(self, *args, **kwargs)
+
+    if where == "submitting":
+        monkeypatch.setattr(type(pool), "submit", submit)
+    else:
+        monkeypatch.setattr(concurrent.futures.Future, "result", result)
+    with pytest.raises(KeyboardInterrupt):
+        threads.parallel_rows(np, 3, work)
+    written = out.copy()
+    time.sleep(0.4)
+    np.testing.assert_array_equal(out, written)  # no range still writing
+    assert written[1] == 1.0
 
 
 def test_non_numpy_arrays_run_on_the_calling_thread(restore_threads):

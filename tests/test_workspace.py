@@ -9,11 +9,12 @@ no number.
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from conftest import to_host
 
 import tinygrad_rnn as tr
 from tinygrad_rnn.nn import functional as F
-from tinygrad_rnn.workspace import WorkspacePool, recycled_empty
+from tinygrad_rnn.workspace import WorkspacePool, _Recycler, recycled_empty
 
 
 def test_a_workspace_given_back_is_reused_and_a_held_one_never_shared():
@@ -102,3 +103,46 @@ def test_a_recycled_array_keeps_the_dtype_asked_for():
     array = recycled_empty(np, (3, 11), np.float32)
     del array  # free to recycle
     assert recycled_empty(np, (3, 11), np.float64).dtype == np.float64
+
+
+def test_the_pool_keeps_at_most_max_bytes_but_always_the_last_workspace():
+    pool = WorkspacePool(max_free=10, max_bytes=1000)
+    held = [pool.take(k, np) for k in range(4)]
+    for k, workspace in enumerate(held):
+        workspace.empty("a", (100 + 100 * k,), np.float32)  # 400, 800, 1200, 1600 bytes
+    pool.give_back(held[0])
+    pool.give_back(held[1])  # 1200 in all: the older goes
+    assert pool._bytes == 800 and pool.take(0, np) is not held[0]
+    pool.give_back(held[3])  # alone above the bound: kept, as the one given back last
+    assert pool._bytes == 1600 and pool._count == 1
+    assert pool.take(3, np) is held[3]
+
+
+def test_the_recycler_keeps_at_most_max_bytes_of_shapes_but_always_the_current_one():
+    recycler = _Recycler(per_shape=2, max_shapes=64, max_bytes=10_000)
+    for n in range(1, 40):  # 39 shapes of 400 to 15,600 bytes, two arrays each
+        a = recycler.empty(np, (n, 100), np.float32)
+        b = recycler.empty(np, (n, 100), np.float32)
+        assert recycler._bytes <= max(10_000, a.nbytes + b.nbytes)
+        assert recycler._bytes == sum(x.nbytes for xs in recycler._arrays.values() for x in xs)
+        del a, b
+    big = recycler.empty(np, (39, 100), np.float32)  # the current shape, over the bound
+    address = id(big)
+    del big
+    assert id(recycler.empty(np, (39, 100), np.float32)) == address  # still reused
+
+
+def test_set_cache_bytes_bounds_both_caches_and_names_a_bad_value():
+    from tinygrad_rnn import workspace
+
+    before = (workspace.POOL.max_bytes, workspace._RECYCLER.max_bytes)
+    try:
+        workspace.set_cache_bytes(1 << 20)
+        assert workspace.POOL.max_bytes == workspace._RECYCLER.max_bytes == 1 << 20
+        for bad in (-1, 1.5, True, "1M"):
+            with pytest.raises(ValueError, match=f"max_bytes must be an integer >= 0; got {bad!r}"):
+                workspace.set_cache_bytes(bad)
+    finally:
+        workspace.POOL.max_bytes, workspace._RECYCLER.max_bytes = before
+    workspace.clear_caches()
+    assert workspace.POOL._count == workspace.POOL._bytes == workspace._RECYCLER._bytes == 0

@@ -163,17 +163,25 @@ def parallel_rows(xp: Any, rows: int, work: Callable[[int, int], None], min_rows
         return
     bounds = [rows * k // parts for k in range(parts + 1)]
     pool = _workers(parts - 1)
-    futures = [pool.submit(work, bounds[k], bounds[k + 1]) for k in range(1, parts)]
+    futures = []
     errors = []
+    # Nothing leaves here while a range still runs, a Ctrl-C included: a worker left
+    # writing into `out` or a recycled array would change numbers the caller reads next.
     try:
+        for k in range(1, parts):
+            futures.append(pool.submit(work, bounds[k], bounds[k + 1]))
         work(bounds[0], bounds[1])  # the calling thread takes the first range
     except BaseException as error:  # noqa: BLE001 - re-raised once the others finish
         errors.append(error)
     for future in futures:
-        try:
-            future.result()
-        except BaseException as error:  # noqa: BLE001
-            errors.append(error)
+        while True:
+            try:
+                future.result()
+            except BaseException as error:  # noqa: BLE001
+                errors.append(error)
+                if not future.done():  # the wait itself was interrupted: wait again
+                    continue
+            break
     if errors:
         raise errors[0]
 
