@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import shared_data_path
 from plugin_factory import GOOD_PLUGIN, write_plugin
 
 from tinygrad_rnn.backend import get_backend
@@ -346,6 +347,24 @@ def test_text_lm_trains_and_samples(tmp_path):
 
     assert sample("--seed", "1") == sample("--seed", "1") != sample("--seed", "2")
     assert sample("--top-k", "1", "--seed", "3") == sample("--temperature", "0")  # greedy
+
+
+def test_a_word_prompts_line_breaks_are_read_as_the_corpus_was(tmp_path):
+    """PTB's reader turns each line break into <eos>; a multi-line --prompt must be read
+    the same way (it was split on whitespace, its breaks dropped) and echoed with them."""
+    out = tmp_path / "run"
+    trained = cli("train", "ptb", "--max-steps", "1", "--data", shared_data_path("ptb"),
+                  "--out", str(out), "--quiet")  # fmt: skip
+    assert trained.returncode == 0, trained.stderr
+
+    def generate(prompt):
+        done = cli("generate", str(out), "--prompt", prompt, "--length", "6", "--temperature", "0")
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    text = generate("the company said\nit expects")
+    assert text.startswith("the company said\nit expects ")
+    assert text == generate("the company said <eos> it expects")
 
 
 def test_unknown_recipe_is_one_clear_line():

@@ -472,13 +472,52 @@ def test_synced_sampling_is_seeded_and_stays_in_the_top_k():
     assert len(everything) > 3
 
 
-@pytest.mark.parametrize("bad", [{"temperature": -1.0}, {"top_k": 0}, {"length": -1}], ids=str)
+@pytest.mark.parametrize(
+    "bad",
+    [{"temperature": -1.0}, {"temperature": math.inf}, {"temperature": math.nan}, {"top_k": 0},
+     {"length": -1}],
+    ids=str,
+)  # fmt: skip
 def test_synced_generate_refuses_bad_arguments(bad):
     topology = topologies.create("synced")
     model = topology.build(token_spec())
     arguments = {"length": 3, **bad}
     with pytest.raises(ValueError, match=next(iter(bad))):
         topology.generate(model, np.array([1, 2]), **arguments)
+
+
+@pytest.mark.parametrize("temperature", [1e-300, 1e-310, 5e-324])
+@pytest.mark.parametrize("top_k", [None, 3])
+def test_synced_sampling_at_a_vanishing_temperature_is_greedy(temperature, top_k):
+    # logits / temperature overflowed to inf, and inf - inf made the probabilities nan
+    tr.manual_seed(0)
+    topology = topologies.create("synced")
+    model = topology.build(token_spec(vocab=9))
+    prompt = np.array([3, 1], dtype=np.int64)
+    greedy = topology.generate(model, prompt, 8, temperature=0)
+    sampled = topology.generate(model, prompt, 8, temperature=temperature, top_k=top_k)
+    np.testing.assert_array_equal(sampled, greedy)
+
+
+def test_synced_generate_refuses_a_bidirectional_model():
+    # Each generated step would run the backward direction over that step alone.
+    topology = topologies.create("synced", stateful=False)
+    model = topology.build(token_spec(bidirectional=True))
+    with pytest.raises(ValueError, match="bidirectional=True cannot be used to generate"):
+        topology.generate(model, np.array([1, 2]), 3)
+
+
+def test_synced_closed_loop_from_an_integer_series_continues_in_floats():
+    # Each prediction was cast to the prompt's dtype before being fed back: an int
+    # prompt truncated every generated value to an integer.
+    tr.manual_seed(0)
+    topology = topologies.create("synced")
+    model = topology.build(ModelSpec(cell="gru", hidden_size=6, input_size=1, output_size=1))
+    as_ints = np.array([[1], [2], [3], [4]])
+    generated = topology.generate(model, as_ints, 5)
+    assert generated.dtype == np.float32
+    np.testing.assert_array_equal(generated, topology.generate(model, as_ints.astype("f4"), 5))
+    assert not np.array_equal(generated, np.round(generated))
 
 
 def test_synced_closed_loop_continues_a_series():

@@ -293,14 +293,15 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 def _cmd_generate(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from .data import Vocab
+    from .data import Vocab, word_tokens
     from .train.recipes import closed_loop, prepare
 
     path, extra, opts, topology, model = _load_run(args.run)
     if "vocab" in extra and hasattr(topology, "generate") and topology.stateful:
         vocab = Vocab.from_dict(extra["vocab"])
         prompt = args.prompt if args.prompt is not None else vocab.id_to_token[0]
-        tokens = list(prompt) if vocab.level == "char" else prompt.split()
+        # As the corpus was read: a word prompt's line breaks are <eos> tokens too.
+        tokens = list(prompt) if vocab.level == "char" else word_tokens(prompt)
         if not tokens:
             raise UsageError(f"--prompt {prompt!r}: give at least one token to continue")
         ids = vocab.encode(tokens)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -81,8 +82,8 @@ class Synced(Topology):
         """Continue `prompt` by `length` steps, feeding each output back in.
 
         Token models sample the next id from softmax(logits / temperature),
-        restricted to the `top_k` most likely when given (temperature 0 is
-        greedy). Regression models continue a series in closed loop: the
+        restricted to the `top_k` most likely when given (ids tied with the
+        k-th are kept too; temperature 0 is greedy). Regression models continue a series in closed loop: the
         prediction is the next input. prompt: ids (T,) or values (T, D), T >= 1.
         Returns the generated steps only, on the host: ids (length,) or values
         (length, F). Runs in eval mode; the model's train/eval modes are restored.
@@ -90,16 +91,21 @@ class Synced(Topology):
         """
         if length < 0:
             raise ValueError(f"length must be >= 0; got {length}")
-        if temperature < 0:
-            raise ValueError(f"temperature must be >= 0; got {temperature}")
+        if not (temperature >= 0 and math.isfinite(temperature)):  # nan fails both
+            raise ValueError(f"temperature must be a finite number >= 0; got {temperature}")
         if top_k is not None and (isinstance(top_k, bool) or int(top_k) != top_k or top_k < 1):
             raise ValueError(f"top_k must be None or an int >= 1; got {top_k!r}")
+        # Each new step runs the backward direction over that one step only: not the
+        # model's output for the longer sequence.
+        refuse_bidirectional(model.spec, "to generate")
         rng = generator if generator is not None else default_generator()
         tokens = model.embedding is not None
         prompt = to_host(prompt)
         if prompt.ndim != (1 if tokens else 2) or len(prompt) == 0:
             layout = "ids (T,)" if tokens else "values (T, D)"
             raise ValueError(f"prompt must be {layout} with T >= 1; got shape {prompt.shape}")
+        if not tokens:  # values in the model's dtype: an int series would truncate its outputs
+            prompt = prompt.astype(model.spec.dtype)
         generated = []
         with inference(model):
             out, state = model.features(tensor(prompt[None]), None)
@@ -127,7 +133,10 @@ def _sample(logits: np.ndarray, temperature: float, top_k: int | None, rng) -> i
     if top_k is not None and 0 < top_k < logits.size:
         cutoff = np.partition(logits, -top_k)[-top_k]
         logits = np.where(logits >= cutoff, logits, -np.inf)
-    z = logits / temperature
-    p = np.exp(z - z.max())
+    # Shifted before the division: the best logit becomes 0 and the rest stay <= 0, so a
+    # tiny temperature sends them to -inf (greedy) instead of overflowing to inf - inf.
+    with np.errstate(over="ignore"):  # that overflow is meant: exp(-inf) = 0
+        z = (logits - logits.max()) / temperature
+    p = np.exp(z)
     p /= p.sum()
     return int(rng.choice(logits.size, p=p))
