@@ -323,6 +323,13 @@ def test_text_lm_trains_and_samples(tmp_path):
     assert "perplexity" in metrics["test"]
     assert metrics["config"]["spec"]["embedding_std"] == 0.5
     assert metrics["config"]["spec"]["forget_bias"] == 1.0
+    # evaluate gives the report's test number (10 lanes) and the run's own validation
+    # number (its eval_batch_size, 16 here: it used 10 lanes for both)
+    for split, expected in (("test", metrics["test"]["perplexity"]),
+                            ("valid", metrics["history"][-1]["valid_perplexity"])):  # fmt: skip
+        evaluated = cli("evaluate", str(out), "--split", split)
+        assert evaluated.returncode == 0, evaluated.stderr
+        assert json.loads(evaluated.stdout)["perplexity"] == pytest.approx(expected, rel=1e-5)
     sample = cli(
         "generate",
         str(out),

@@ -285,7 +285,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     config = TrainConfig(**{**extra["config"], "quiet": True})
     trainer = Trainer(topology, model, config, prepared.train, prepared.valid)
     split = {"test": prepared.test, "valid": prepared.valid}[args.split]
-    result = trainer.evaluate(split, batch_size=10 if topology.stateful else None)
+    # A stream's test pass is the report's (10 lanes, the textbook's); its valid pass is the
+    # run's own validation (its eval_batch_size), so the number matches metrics.json's.
+    lanes = 10 if topology.stateful and args.split == "test" else None
+    result = trainer.evaluate(split, batch_size=lanes)
     print(json.dumps({"checkpoint": str(path), "split": args.split, **result}))
     return 0
 
@@ -407,7 +410,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="evaluate a run's checkpoint on its test split")
     p.add_argument("run", help="run directory or checkpoint file")
-    p.add_argument("--split", choices=["test", "valid"], default="test")
+    p.add_argument("--split", choices=["test", "valid"], default="test",
+                   help="test: as the final report measured it; valid: as the run's validation")
     p.add_argument("--backend", dest="sub_backend", choices=["numpy", "cupy"])
     _add_threads(p)
     p.set_defaults(func=_cmd_evaluate)
