@@ -84,7 +84,8 @@ class Synced(Topology):
         Token models sample the next id from softmax(logits / temperature),
         restricted to the `top_k` most likely when given (ids tied with the
         k-th are kept too; temperature 0 is greedy). Regression models continue
-        a series in closed loop: the prediction is the next input. prompt: ids (T,) or values (T, D), T >= 1.
+        a series in closed loop: the prediction is the next input.
+        prompt: ids (T,) or values (T, D), T >= 1.
         Returns the generated steps only, on the host: ids (length,) or values
         (length, F). Runs in eval mode; the model's train/eval modes are restored.
         Draws come from `generator` (default: the library's, see `tr.manual_seed`).
