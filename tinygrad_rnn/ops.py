@@ -1,16 +1,18 @@
 """The op set. Each op computes its result and, right beside it, the closure
 that maps the result's gradient to its inputs' gradients.
 
-Ops take Tensors, raw arrays or Python scalars, use NumPy's names and keywords
+The two-operand ops take Tensors, raw arrays or Python scalars (at least one a
+Tensor), the one-input ops a Tensor; all use NumPy's names and keywords
 (`axis=`, `keepdims=`), and run on whatever backend their inputs live on.
 Broadcasting gradients are summed back to each input's shape.
 """
 
 from __future__ import annotations
 
+import functools
 import numbers
 import operator
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -42,6 +44,22 @@ def _lift(op: str, *values: Any) -> list[Tensor]:
         else:
             out.append(Tensor(as_array(v, like, op)))
     return out
+
+
+def _tensor_input(op: Callable[..., Any]) -> Callable[..., Any]:
+    """For the one-input ops: refuse a non-Tensor `x` by name (an ndarray's own `.data`,
+    a memoryview, made the error a puzzle); as in PyTorch, wrap arrays with `tr.tensor`."""
+
+    @functools.wraps(op)
+    def checked(x: Any, *args: Any, **kwargs: Any) -> Any:
+        if not isinstance(x, Tensor):
+            raise TypeError(
+                f"op {op.__name__!r} needs a Tensor; got {type(x).__name__} "
+                "(wrap arrays and numbers with tr.tensor)"
+            )
+        return op(x, *args, **kwargs)
+
+    return checked
 
 
 def _unbroadcast(xp: Any, g: Any, shape: tuple[int, ...]) -> Any:
@@ -133,10 +151,12 @@ def div(a: Any, b: Any) -> Tensor:
     return record("div", (a, b), a_data / b_data, backward)
 
 
+@_tensor_input
 def neg(x: Tensor) -> Tensor:
     return record("neg", (x,), -x.data, lambda g: (-g,))
 
 
+@_tensor_input
 def pow(x: Tensor, exponent: float) -> Tensor:  # noqa: A001 - NumPy's name
     """x ** exponent, for a scalar exponent (Python or NumPy int/float)."""
     if isinstance(exponent, bool) or not isinstance(exponent, numbers.Real):
@@ -191,6 +211,7 @@ def _product(xp: Any, x: Any, y: Any) -> Any:
 
 
 # ---- reductions ----------------------------------------------------------------
+@_tensor_input
 def sum(x: Tensor, axis=None, keepdims: bool = False) -> Tensor:  # noqa: A001
     xp = get_array_module(x.data)
     axes = _axes(axis, x.ndim)
@@ -201,6 +222,7 @@ def sum(x: Tensor, axis=None, keepdims: bool = False) -> Tensor:  # noqa: A001
     return record("sum", (x,), x.data.sum(axis=axes, keepdims=keepdims), backward)
 
 
+@_tensor_input
 def mean(x: Tensor, axis=None, keepdims: bool = False) -> Tensor:
     xp = get_array_module(x.data)
     axes = _axes(axis, x.ndim)
@@ -214,6 +236,7 @@ def mean(x: Tensor, axis=None, keepdims: bool = False) -> Tensor:
     return record("mean", (x,), x.data.mean(axis=axes, keepdims=keepdims), backward)
 
 
+@_tensor_input
 def max(x: Tensor, axis=None, keepdims: bool = False) -> Tensor:  # noqa: A001
     """Maximum over axes; tied maxima share the gradient equally."""
     xp = get_array_module(x.data)
@@ -222,6 +245,7 @@ def max(x: Tensor, axis=None, keepdims: bool = False) -> Tensor:  # noqa: A001
 
     def backward(g):
         hit = x.data == out
+        hit |= xp.isnan(x.data) & xp.isnan(out)  # a nan is its slice's max, and equals nothing
         share = hit / hit.sum(axis=axes, keepdims=True)
         return (share.astype(x.dtype) * _expand_reduced(xp, g, axes, keepdims, x.shape),)
 
@@ -230,12 +254,14 @@ def max(x: Tensor, axis=None, keepdims: bool = False) -> Tensor:  # noqa: A001
 
 
 # ---- shape ---------------------------------------------------------------------
+@_tensor_input
 def reshape(x: Tensor, *shape) -> Tensor:
     if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
         shape = tuple(shape[0])
     return record("reshape", (x,), x.data.reshape(shape), lambda g: (g.reshape(x.shape),))
 
 
+@_tensor_input
 def transpose(x: Tensor, *axes) -> Tensor:
     """Permute axes (all reversed when none are given), like ndarray.transpose."""
     if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
@@ -274,6 +300,7 @@ def _index_on_backend(xp: Any, index: Any) -> Any:
     return index
 
 
+@_tensor_input
 def getitem(x: Tensor, index: Any) -> Tensor:
     """x[index]: slices, ints, integer arrays and masks. Repeated integer
     indices sum their gradients."""
@@ -321,6 +348,7 @@ def stack(tensors: Sequence[Any], axis: int = 0) -> Tensor:
     return record("stack", tensors, xp.stack([t.data for t in tensors], axis), backward)
 
 
+@_tensor_input
 def split(x: Tensor, indices_or_sections: int | Sequence[int], axis: int = 0) -> list[Tensor]:
     """Like numpy.split: equal sections, or cut before each given index."""
     axis = operator.index(axis)
@@ -342,36 +370,48 @@ def split(x: Tensor, indices_or_sections: int | Sequence[int], axis: int = 0) ->
 
 
 # ---- elementwise ---------------------------------------------------------------
+@_tensor_input
 def exp(x: Tensor) -> Tensor:
     y = get_array_module(x.data).exp(x.data)
     return record("exp", (x,), y, lambda g: (g * y,))
 
 
+@_tensor_input
 def log(x: Tensor) -> Tensor:
     x_data = x.data
     return record("log", (x,), get_array_module(x_data).log(x_data), lambda g: (g / x_data,))
 
 
+@_tensor_input
 def tanh(x: Tensor) -> Tensor:
     y = get_array_module(x.data).tanh(x.data)
     return record("tanh", (x,), y, lambda g: (g * (1 - y * y),))
 
 
 def stable_sigmoid(xp: Any, z: Any) -> Any:
-    """1 / (1 + exp(-z)) without overflow warnings for large |z|."""
-    return 0.5 * (xp.tanh(0.5 * z) + 1)
+    """1 / (1 + exp(-z)), never overflowing, with full relative precision on both sides:
+    e / (1 + e) with e = exp(-|z|) for z < 0 (0.5 * (tanh(z / 2) + 1) cancels there, to 0
+    at z = -20 in float32, so log(sigmoid(z)) was -inf)."""
+    e = xp.exp(-xp.abs(z))
+    return xp.where(z >= 0, 1, e) / (1 + e)
 
 
+@_tensor_input
 def sigmoid(x: Tensor) -> Tensor:
     y = stable_sigmoid(get_array_module(x.data), x.data)
     return record("sigmoid", (x,), y, lambda g: (g * y * (1 - y),))
 
 
+@_tensor_input
 def relu(x: Tensor) -> Tensor:
-    mask = x.data > 0
-    return record("relu", (x,), x.data * mask, lambda g: (g * mask,))
+    # maximum, not x * (x > 0): -inf * 0 is nan. The gradient passes unless x <= 0, as
+    # PyTorch's (a nan input passes its gradient on).
+    xp = get_array_module(x.data)
+    keep = ~(x.data <= 0)
+    return record("relu", (x,), xp.maximum(x.data, 0), lambda g: (g * keep,))
 
 
+@_tensor_input
 def clip(x: Tensor, min=None, max=None) -> Tensor:  # noqa: A002 - NumPy's keywords
     """Clamp into [min, max]; the gradient passes where the input is inside."""
     xp = get_array_module(x.data)
@@ -384,7 +424,15 @@ def clip(x: Tensor, min=None, max=None) -> Tensor:  # noqa: A002 - NumPy's keywo
     return record("clip", (x,), y, lambda g: (g * pass_through,))
 
 
+def _empty(name: str, x: Tensor) -> Tensor:
+    """An op over no elements (a softmax over an empty axis, say): empty, as in PyTorch."""
+    return record(name, (x,), x.data.copy(), lambda g: (g,))
+
+
+@_tensor_input
 def softmax(x: Tensor, axis: int = -1) -> Tensor:
+    if x.data.size == 0:
+        return _empty("softmax", x)
     xp = get_array_module(x.data)
     z = x.data - x.data.max(axis=axis, keepdims=True)
     e = xp.exp(z)
@@ -396,7 +444,10 @@ def softmax(x: Tensor, axis: int = -1) -> Tensor:
     return record("softmax", (x,), y, backward)
 
 
+@_tensor_input
 def log_softmax(x: Tensor, axis: int = -1) -> Tensor:
+    if x.data.size == 0:
+        return _empty("log_softmax", x)
     xp = get_array_module(x.data)
     z = x.data - x.data.max(axis=axis, keepdims=True)
     y = z - xp.log(xp.exp(z).sum(axis=axis, keepdims=True))
@@ -424,6 +475,7 @@ def where(condition: Any, a: Any, b: Any) -> Tensor:
     return record("where", (a, b), xp.where(cond, a.data, b.data), backward)
 
 
+@_tensor_input
 def astype(x: Tensor, dtype: Any) -> Tensor:
     """Cast to `dtype`; the gradient is cast back to the input's dtype. A cast to an
     integer or bool dtype is a constant (its derivative is 0): no gradient flows."""

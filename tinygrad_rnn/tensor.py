@@ -151,6 +151,15 @@ class Tensor:
     def __len__(self) -> int:
         return len(self.data)
 
+    def __bool__(self) -> bool:
+        """The truth of a one-element tensor; any other size is ambiguous, as in NumPy."""
+        if self.data.size != 1:
+            raise ValueError(
+                f"the truth value of a tensor of shape {self.shape} is ambiguous; "
+                "use .numpy().any() or .numpy().all()"
+            )
+        return bool(self.data.reshape(()))
+
     def __repr__(self) -> str:
         grad = ", requires_grad=True" if self.requires_grad else ""
         where = "" if self.backend == "numpy" else f", backend={self.backend!r}"

@@ -43,11 +43,12 @@ def _as_tensor(value: Any, like: Tensor, op: str) -> Tensor:
 
 
 def _integer_ids(value: Any, like: Tensor, op: str, name: str) -> Any:
-    """Integer ids as a raw array on `like`'s backend."""
+    """Integer ids as a raw array on `like`'s backend, a copy of the caller's: backward
+    reads them later, after a caller may have refilled its array (ids are small)."""
     ids = _as_tensor(value, like, op).data
     if ids.dtype.kind not in "iu":
         raise TypeError(f"{op}: {name} must hold integers; got dtype {ids.dtype}")
-    return ids
+    return ids.copy()
 
 
 def _first_out_of_range(xp: Any, ids: Any, low: int, high: int) -> int | None:
@@ -280,7 +281,9 @@ def mse_loss(pred: Tensor, target: Any) -> Tensor:
     xp = get_array_module(pred.data)
     diff = (pred.data - target.data).reshape(-1)
     count = max(diff.size, 1)
-    loss = xp.dot(diff, diff) / count
+    # Summed in float32 at least: float16 squares of 3 overflow after 7,282 of them.
+    wide = diff if diff.dtype.itemsize >= 4 else diff.astype(xp.float32)
+    loss = xp.dot(wide, wide) / count
 
     def backward(g):
         g_pred = diff * (2 * g / count)
@@ -496,10 +499,12 @@ class _SoftmaxRows:
         gives those rows' logits for the few redone with a shift; `picked` (M,) is each
         row's target logit."""
         xp, targets = self.xp, self.targets
-        if self.exps.dtype.itemsize <= 4:
+        if self.exps.dtype.itemsize == 4:  # only float32 skipped the max pass
             _redo_shifted(xp, natural_logits, self.exps, self.exp_sum, self.shift,
                           self.row_weight)  # fmt: skip
-        row_loss = xp.log(self.exp_sum) - picked + self.shift  # (M,)
+        # picked - shift first: exact when the two are close (a shifted row's target
+        # logit and its max), so a float16 loss keeps its digits beside logits of -40.
+        row_loss = xp.log(self.exp_sum) - (picked - self.shift)  # (M,)
         if not targets.all_count:  # an ignored row adds 0, even where its stand-in is -inf
             row_loss = xp.where(targets.valid, row_loss, 0)
         loss = row_loss.sum() / max(targets.count, 1)
@@ -538,13 +543,13 @@ def _softmax_block(xp, z, exps, exp_sum, shift, row_weight, base2: bool = False)
     0 for ignored rows) exps becomes softmax * row_weight. Float32 skips the max
     pass (shift stays 0): `_redo_shifted` then mends the rows that overflowed or
     underflowed. Float64, the checking dtype, is always shifted, exact even for
-    tiny losses.
+    tiny losses; so is float16, whose range is too small to go without.
     """
     # The shift is in the logits' units, which `finish` takes as natural: base-2 logits
     # (float32 only, the fused head) are never shifted here.
-    assert not (base2 and z.dtype.itemsize > 4), "base-2 logits are a float32 path"
+    assert not (base2 and z.dtype.itemsize != 4), "base-2 logits are a float32 path"
     with np.errstate(over="ignore", under="ignore", invalid="ignore", divide="ignore"):
-        if z.dtype.itemsize > 4:
+        if z.dtype.itemsize != 4:  # float16's range cannot hold the unshifted sums
             shift[...] = z.max(axis=1)
             xp.subtract(z, shift[:, None], out=exps)
             xp.exp(exps, out=exps)
