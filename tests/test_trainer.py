@@ -373,6 +373,59 @@ def test_ctrl_c_saves_a_checkpoint_that_resumes_exactly(tmp_path):
     assert_same_weights(weights(full.model), weights(resumed.model))
 
 
+@pytest.mark.parametrize("bits", [None, np.random.PCG64], ids=["library", "own"])
+def test_ctrl_c_after_a_steps_forward_drew_its_dropout_resumes_exactly(tmp_path, bits):
+    """The forward draws the step's dropout masks before the step counts: a Ctrl-C in
+    its backward must save the generators as they were before those draws (they were
+    saved as they are, and the resumed run redid the step with other masks)."""
+    full = make_with_dropout(tmp_path / "full", bits)
+    full.fit()
+    interrupted = make_with_dropout(tmp_path / "cut", bits)
+    original_loss = interrupted.topology.loss
+    calls = {"n": 0}
+
+    def loss_then_interrupt(*args, **kwargs):
+        out = original_loss(*args, **kwargs)  # the masks are drawn
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyboardInterrupt
+        return out
+
+    interrupted.topology.loss = loss_then_interrupt
+    with pytest.raises(KeyboardInterrupt):
+        interrupted.fit()
+    resumed = make_with_dropout(tmp_path / "cut", bits)
+    resumed.resume(tmp_path / "cut")
+    assert resumed.step == 4
+    resumed.fit()
+    assert_same_weights(weights(full.model), weights(resumed.model))
+
+
+def test_ctrl_c_while_an_epoch_draws_its_order_resumes_exactly(tmp_path):
+    """iter() draws the new epoch's order; a Ctrl-C before the trainer took the new
+    position saved that order with the last epoch's position, and the resume drew
+    another order."""
+    full = make_stateless(tmp_path / "full")
+    full.fit()
+    interrupted = make_stateless(tmp_path / "cut")
+    loader, draw = interrupted.loader, interrupted.loader._new_epoch
+    calls = {"n": 0}
+
+    def draw_then_sigint():  # Ctrl-C right after epoch 2's order is drawn
+        draw()
+        calls["n"] += 1
+        if calls["n"] == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    loader._new_epoch = draw_then_sigint
+    with pytest.raises(KeyboardInterrupt):
+        interrupted.fit()
+    resumed = make_stateless(tmp_path / "cut")
+    resumed.resume(tmp_path / "cut")
+    resumed.fit()
+    assert_same_weights(weights(full.model), weights(resumed.model))
+
+
 def sigint_on_call(owner, name, call):
     """Make `owner.name` send this process a real SIGINT (what Ctrl-C sends) on its
     `call`-th call, then carry on: the interrupt lands wherever Python is at that moment."""

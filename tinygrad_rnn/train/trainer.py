@@ -297,6 +297,11 @@ class Trainer:
         if valid is not None:
             self._split_batches("valid", lambda: self._eval_batches(valid))
         self.history: list[dict[str, Any]] = []
+        # The random states as of the last counted step, while fitting (None otherwise):
+        # a step's forward draws its dropout masks before the step counts, so a Ctrl-C
+        # in between must save the states from before those draws, or the resumed run
+        # redoes the step with other masks.
+        self._rng_at_step: tuple[dict, list[dict]] | None = None
         self.epoch = 0  # completed epochs
         self.step = 0  # optimizer steps taken
         self.carried: Any = None  # the stateful carry, detached
@@ -424,6 +429,7 @@ class Trainer:
         Ctrl-C saves a checkpoint, then re-raises KeyboardInterrupt.
         """
         c = self.config
+        self._mark_rng()
         try:
             with self._interrupts.installed():
                 # A pending validation is the end of an epoch already trained: it runs even
@@ -447,8 +453,16 @@ class Trainer:
                 traceback.print_exc()
                 self.comm.abort(f"rank {self.rank} failed: {type(err).__name__}: {err}")
             raise
+        finally:
+            self._rng_at_step = None  # outside fit, a save takes the states as they are
         self.write_metrics()
         return self.history
+
+    def _mark_rng(self) -> None:
+        """Remember the random states now, where the counted steps end (see __init__)."""
+        self._rng_at_step = (
+            get_rng_state(), [g.bit_generator.state for g in self._layer_generators()]
+        )
 
     def _budget_spent(self) -> bool:
         return self.config.max_steps is not None and self.step >= self.config.max_steps
@@ -461,10 +475,13 @@ class Trainer:
         if self.validation_pending:  # resumed after the epoch's last batch: validate it now
             batches: Any = iter(())
         else:
-            batches = iter(loader)  # sets the epoch up now: fresh, or the resumed position
-            self.batch_in_epoch = loader.state_dict()["next_batch"]
-            if self.batch_in_epoch == 0:
-                self.epoch_loss_sum, self.epoch_count = 0.0, 0
+            # Whole: iter() draws a new epoch's order, which a checkpoint must not pair
+            # with the last epoch's position.
+            with self._interrupts.held():
+                batches = iter(loader)  # sets the epoch up now: fresh, or the resumed position
+                self.batch_in_epoch = loader.state_dict()["next_batch"]
+                if self.batch_in_epoch == 0:
+                    self.epoch_loss_sum, self.epoch_count = 0.0, 0
         progress = Progress(
             len(loader), f"epoch {self.epoch + 1}/{c.epochs}", unit, c.quiet or self.rank != 0,
             done=self.batch_in_epoch,
@@ -507,6 +524,7 @@ class Trainer:
                     self.step_losses.append(loss_value)
                     self.epoch_loss_sum += loss_value * count
                     self.epoch_count += count
+                    self._mark_rng()
                 trained += count
                 progress.update(loss_value, count)
                 if c.checkpoint_every and self.step % c.checkpoint_every == 0:
@@ -547,6 +565,7 @@ class Trainer:
                 self.epoch += 1
             self.validation_pending = False
             self.history.append(record)
+            self._mark_rng()
         progress.log(
             " ".join(
                 f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
@@ -598,8 +617,15 @@ class Trainer:
             self.stopped_early = True
 
     # ---- persistence -------------------------------------------------------------
+    def _rng_states(self) -> tuple[dict, list[dict]]:
+        """(library generator state, layer generators' states) for a checkpoint."""
+        if self._rng_at_step is not None:
+            return self._rng_at_step
+        return get_rng_state(), [g.bit_generator.state for g in self._layer_generators()]
+
     def training_state(self) -> dict[str, Any]:
         """The JSON-able part of a checkpoint (the arrays go beside it)."""
+        rng, generators = self._rng_states()
         return {
             "kind": "tinygrad-rnn-training",
             "config": asdict(self.config),
@@ -607,7 +633,7 @@ class Trainer:
             "epoch": self.epoch,
             "step": self.step,
             "loader": {**self.loader.state_dict(), "next_batch": self.batch_in_epoch},
-            "rng": get_rng_state(),
+            "rng": rng,
             "best": self.best,
             "bad_epochs": self.bad_epochs,
             "stopped_early": self.stopped_early,
@@ -620,8 +646,7 @@ class Trainer:
             "carried_state": len(_flatten_state(self.carried)),
             # JSON-safe (an MT19937 state holds an array; set back, a list is taken as one)
             "generators": [
-                json.loads(json.dumps(g.bit_generator.state, default=_json_default))
-                for g in self._layer_generators()
+                json.loads(json.dumps(state, default=_json_default)) for state in generators
             ],
             **self.extra,
         }
@@ -651,7 +676,8 @@ class Trainer:
         if self.comm is not None:
             # Rank 0 writes the global carry (the lane groups joined) and every rank's RNG.
             gathered = distributed.gather_rank_states(
-                self.comm, carried, get_rng_state(), distributed.state_batch_axis(self.topology),
+                self.comm, carried, self._rng_states()[0],
+                distributed.state_batch_axis(self.topology),
                 f"the checkpoint gather of step {self.step}",
             )
             if gathered is None:
