@@ -28,13 +28,17 @@ import os
 import re
 import secrets
 import zipfile
+from collections.abc import Callable
 from typing import Any, BinaryIO
 
 import numpy as np
 
 from .backend import to_host
 
-__all__ = ["save", "load", "load_arrays", "read_extra", "CheckpointError", "FORMAT", "VERSION"]
+__all__ = [
+    "save", "load", "load_arrays", "read_extra", "write_atomically", "CheckpointError", "FORMAT",
+    "VERSION",
+]  # fmt: skip
 
 FORMAT = "tinygrad-rnn-checkpoint"
 VERSION = 1
@@ -97,7 +101,7 @@ def save(
     except (TypeError, ValueError) as err:
         raise TypeError(f"save: extra must be JSON-able ({err})") from None
     arrays[_META] = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
-    _write_atomically(path, arrays)
+    write_atomically(path, lambda file: _write_npz(file, arrays))
 
 
 def _encode(value: Any, key: str, arrays: dict[str, np.ndarray]) -> Any:
@@ -135,7 +139,12 @@ def _check_string_keys(value: Any, where: str) -> None:
             _check_string_keys(item, f"{where}[{index}]")
 
 
-def _write_atomically(path: str, arrays: dict[str, np.ndarray]) -> None:
+def write_atomically(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> None:
+    """Write a file whole or not at all: `write(file)` fills a temp file beside `path`,
+    which is synced and then renamed over it. A failure (a full disk, a Ctrl-C) leaves
+    the old file as it was and removes the temp; temps of killed writers go at the next
+    write. Checkpoints, metrics.json and the plots are all written this way."""
+    path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     base = os.path.basename(path)
     if not os.path.isdir(directory):  # named here: the temp file's name would be the error's
@@ -146,7 +155,7 @@ def _write_atomically(path: str, arrays: dict[str, np.ndarray]) -> None:
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as file:
-            _write_npz(file, arrays)
+            write(file)
             file.flush()
             os.fsync(file.fileno())
         os.replace(temp, path)
@@ -294,6 +303,12 @@ def _read(path: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     for key in ("params", "tied", "optimizer", "extra"):
         if key not in meta:
             raise _error(path, f"the metadata misses {key!r}")
+    for key, kind in (("extra", dict), ("optimizer", dict), ("tied", dict)):
+        if meta[key] is not None and not isinstance(meta[key], kind):
+            raise _error(
+                path, f"the metadata's {key!r} must be a {kind.__name__} or null; got "
+                f"{type(meta[key]).__name__}"
+            )
     return arrays, meta
 
 
@@ -321,6 +336,8 @@ def _match_parameters(
             )
         if value.dtype != param.dtype:
             raise _error(path, f"{key!r} has dtype {value.dtype}; the module expects {param.dtype}")
+        if value.dtype.kind == "f" and not np.isfinite(value).all():  # `save` never writes it
+            raise _error(path, f"{key!r} holds nan or inf; the weights are not usable")
         values[name] = value
     unexpected = sorted(set(stored) - used)
     if missing or unexpected:

@@ -15,16 +15,24 @@ Bad arguments exit with status 2 and one clear line on stderr, no traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import json
 import math
 import os
 import sys
+import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import NoReturn
 
 from .backend import BackendUnavailableError, available_backends, use_backend
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: run directories go unlocked
+    fcntl = None
 
 
 class UsageError(Exception):
@@ -139,9 +147,7 @@ def _int_at_least(low: int) -> Callable[[str], int]:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from . import checkpoint
-    from .random import manual_seed
-    from .train import Trainer
-    from .train.recipes import Options, check_options, get_recipe, prepare
+    from .train.recipes import Options, check_options, check_run_extra, get_recipe
 
     communicator = _communicator(args)
     _use_threads(args.threads, 1 if communicator is None else communicator.local_size)
@@ -151,6 +157,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         if not path.exists():
             raise UsageError(f"--resume: no checkpoint at {path}")
         saved = checkpoint.read_extra(path)
+        check_run_extra(path, saved)
         recipe = saved["recipe"]
         _refuse_flags_a_resume_ignores(args, recipe)
         opts = Options.from_checkpoint(saved)
@@ -161,6 +168,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
             opts.max_steps = None
         opts.quiet = args.quiet
         out = path.parent
+        _refuse_overwriting_a_newer_checkpoint(path)
+        claim = None
     else:
         if not args.recipe:
             raise UsageError("train needs a RECIPE (or --resume DIR)")
@@ -170,15 +179,37 @@ def _cmd_train(args: argparse.Namespace) -> int:
         check_options(recipe, opts)
         stamp = time.strftime("%Y%m%d-%H%M%S")
         out = Path(args.out) if args.out else Path("runs") / f"{recipe}-{stamp}"
-    if communicator is not None:  # one run directory: rank 0's timestamp
-        out = Path(communicator.broadcast_object(str(out), "the run directory"))
+        claim = functools.partial(_claim_new_run_dir, out, given=bool(args.out))
+    # Rank 0 alone claims the directory; every rank gets its answer, error included.
+    answer: tuple[str, str | None] = (str(out), None)
+    if claim is not None and (communicator is None or communicator.rank == 0):
+        try:
+            answer = (str(claim()), None)
+        except UsageError as err:
+            answer = (str(out), str(err))
+    if communicator is not None:  # one run directory: rank 0's
+        answer = communicator.broadcast_object(answer, "the run directory")
+    if answer[1] is not None:
+        raise UsageError(answer[1])
+    out = Path(answer[0])
+    with _run_lock(out, communicator is None or communicator.rank == 0):
+        return _train_run(args, communicator, recipe, opts, out, path if args.resume else None)
+
+
+def _train_run(args, communicator, recipe: str, opts, out: Path, resume_from: Path | None) -> int:
+    """Build, (resume,) train and report a run whose directory `out` this process holds."""
+    from .random import manual_seed
+    from .train import Trainer
+    from .train.recipes import prepare
+
+    path = resume_from
     prepared = prepare(recipe, opts)
     manual_seed(opts.seed)
     model = prepared.topology.build(prepared.spec)
     trainer = Trainer(prepared.topology, model, prepared.config, prepared.train, prepared.valid,
                       out_dir=out, extra=prepared.extra, communicator=communicator)
-    if args.resume:
-        trainer.resume(out / "checkpoint.npz" if path.is_dir() else path)
+    if path is not None:
+        trainer.resume(path)
         _check_more_to_train(args, trainer)
     if trainer.rank == 0:
         layer = prepared.spec.cell if prepared.topology.recurrent else "feed-forward"
@@ -206,6 +237,80 @@ def _cmd_train(args: argparse.Namespace) -> int:
     shown = {k: round(v, 5) for k, v in test.items() if isinstance(v, float)}
     print(json.dumps({"run": str(out), "test": shown, "steps": trainer.step}))
     return 0
+
+
+def _claim_new_run_dir(out: Path, given: bool) -> Path:
+    """A new run's directory, made now and checked writable before any training.
+
+    A given --out must not hold a run already (its checkpoint would be overwritten);
+    the default runs/RECIPE-TIMESTAMP gets -2, -3, ... when another run started in the
+    same second.
+    """
+    if not given:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        candidate, n = out, 1
+        while True:
+            try:
+                candidate.mkdir(exist_ok=False)
+                break
+            except FileExistsError:
+                n += 1
+                candidate = out.with_name(f"{out.name}-{n}")
+        out = candidate
+    else:
+        if out.exists() and not out.is_dir():
+            raise UsageError(f"--out {out}: expected a directory; got a file")
+        held = [name for name in ("checkpoint.npz", "metrics.json") if (out / name).exists()]
+        if held:
+            raise UsageError(
+                f"--out {out} already holds a run ({', '.join(held)}); continue it with "
+                f"`tinygrad-rnn train --resume {out}`, or give another --out"
+            )
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise UsageError(f"--out {out}: cannot make the directory: {err}") from None
+    try:  # writable? found now, not at the first checkpoint after the training
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as err:
+        raise UsageError(f"--out {out}: expected a writable directory: {err}") from None
+    return out
+
+
+def _refuse_overwriting_a_newer_checkpoint(path: Path) -> None:
+    """--resume FILE saves into FILE's folder as checkpoint.npz: refused when that is
+    another checkpoint, which the resumed run would replace."""
+    from . import checkpoint
+
+    latest = path.parent / "checkpoint.npz"
+    if path.name == latest.name or not latest.exists() or latest.samefile(path):
+        return
+    step = checkpoint.read_extra(latest).get("step", "?")
+    raise UsageError(
+        f"--resume {path}: the run would save into {latest}, which holds another checkpoint "
+        f"(step {step}); copy {path.name} as checkpoint.npz into a new folder and resume that"
+    )
+
+
+@contextlib.contextmanager
+def _run_lock(out: Path, holder: bool) -> Iterator[None]:
+    """Hold `out` for this process while it trains there (two runs into one directory
+    would overwrite each other's checkpoints). An advisory lock, POSIX only."""
+    if not holder or fcntl is None:
+        yield
+        return
+    with open(out / ".lock", "a") as handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise UsageError(
+                f"{out} is in use: another tinygrad-rnn process is training there"
+            ) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 # What a resumed run may change: how far it goes, and how it reports. Everything else is
@@ -261,7 +366,7 @@ def _check_more_to_train(args: argparse.Namespace, trainer) -> None:
 def _load_run(target: str):
     """(checkpoint path, extra, prepared run, topology, model) for evaluate/generate."""
     from . import checkpoint
-    from .train.recipes import Options, rebuild_model
+    from .train.recipes import Options, check_run_extra, rebuild_model
 
     path = Path(target)
     if path.is_dir():
@@ -269,6 +374,7 @@ def _load_run(target: str):
     if not path.exists():
         raise UsageError(f"no checkpoint at {path}")
     extra = checkpoint.read_extra(path)
+    check_run_extra(path, extra)
     topology, model = rebuild_model(extra)
     checkpoint.load(path, model)
     model.eval()
@@ -457,6 +563,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not isinstance(err, TrainingDivergedError):
             raise
         print(f"tinygrad-rnn: diverged: {err}".splitlines()[0], file=sys.stderr)
+        return 1
+    except OSError as err:  # a full disk, a folder gone: one line, and what is kept
+        print(f"tinygrad-rnn: error: {err}".splitlines()[0], file=sys.stderr)
         return 1
 
 

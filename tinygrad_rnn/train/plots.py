@@ -10,12 +10,17 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from ..checkpoint import write_atomically
+
 
 def _save(fig: Figure, path: str | Path) -> Path:
+    """The figure as a PNG at `path`, written whole or not at all (an interrupted or
+    failed save left a broken PNG)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(fig)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    write_atomically(path, lambda file: fig.savefig(file, format="png", dpi=110,
+                                                    bbox_inches="tight"))  # fmt: skip
     return path
 
 

@@ -639,6 +639,29 @@ def prepare(name: str, opts: Options) -> Prepared:
     return prepared
 
 
+def check_run_extra(path: Any, extra: dict[str, Any]) -> None:
+    """A recipe run's checkpoint metadata holds what evaluate, generate and --resume
+    rebuild the run from, of the right kinds: else a CheckpointError naming the key."""
+    from ..checkpoint import CheckpointError
+
+    def bad(key: str, expected: str) -> CheckpointError:
+        return CheckpointError(
+            f"checkpoint {str(path)!r}: {key!r} must be {expected}; got {extra.get(key)!r:.80}"
+        )
+
+    if not isinstance(extra.get("recipe"), str):
+        raise bad("recipe", "a recipe name (this is not a checkpoint of a recipe's run?)")
+    for key, kind in (("options", Options), ("spec", topologies.ModelSpec)):
+        names = {f.name for f in fields(kind)}
+        value = extra.get(key)
+        if not isinstance(value, dict) or not set(value) <= names:
+            raise bad(key, f"a dict of {', '.join(sorted(names))}")
+    if not isinstance(extra.get("topology_name"), str):
+        raise bad("topology_name", "a topology name")
+    if not isinstance(extra.get("topology_options"), dict):
+        raise bad("topology_options", "a dict")
+
+
 def rebuild_model(extra: dict[str, Any]) -> tuple[Any, Any]:
     """(topology, model) from a checkpoint's extra dict alone."""
     topology = topologies.create(extra["topology_name"], **extra["topology_options"])

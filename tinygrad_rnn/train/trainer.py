@@ -43,13 +43,16 @@ from .. import optim
 from ..backend import get_array_module, get_backend, to_host
 from ..data import DataLoader, StatefulBatcher, check_not_shuffled
 from ..nn import AdaptiveClip, clip_grad_norm
-from ..random import get_rng_state, set_rng_state
+from ..random import default_generator, get_rng_state, set_rng_state
 from ..tensor import Tensor, no_grad
 from ..threads import blas_threads, get_num_threads
 from . import distributed
 from .progress import Progress
 
-__all__ = ["TrainConfig", "Trainer", "TrainingDivergedError", "write_json_atomic"]
+__all__ = [
+    "TrainConfig", "Trainer", "TrainingDivergedError", "CheckpointWriteError",
+    "write_json_atomic",
+]  # fmt: skip
 
 CHECKPOINT_NAME = "checkpoint.npz"
 METRICS_NAME = "metrics.json"
@@ -57,6 +60,13 @@ METRICS_NAME = "metrics.json"
 
 class TrainingDivergedError(RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (disk full, folder gone); says what is kept."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
 
 
 @dataclass
@@ -187,14 +197,62 @@ def make_optimizer(name: str, params: list, config: TrainConfig) -> Any:
 
 
 def write_json_atomic(path: str | os.PathLike, payload: Any) -> None:
-    """Write JSON to a temporary file, then rename: readers never see half a file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as fh:
-        json.dump(payload, fh, indent=2, default=_json_default)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    """Write JSON whole or not at all (`checkpoint.write_atomically`): readers never see
+    half a file, and a failed write leaves no temp file behind."""
+    text = json.dumps(payload, indent=2, default=_json_default).encode()
+    ckpt.write_atomically(path, lambda file: file.write(text))
+
+
+def _training_counters(path: Path, state: dict[str, Any]) -> dict[str, Any]:
+    """A training checkpoint's counters and records, checked and converted; a bad one
+    is a CheckpointError naming the key, the expected and the received value."""
+
+    def bad(key: str, expected: str) -> ckpt.CheckpointError:
+        return ckpt.CheckpointError(
+            f"checkpoint {str(path)!r}: {key!r} must be {expected}; got {state.get(key)!r}"
+        )
+
+    def count(key: str, default: int | None = None) -> int:
+        value = state.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise bad(key, "an integer >= 0")
+        return value
+
+    def number(key: str, default: float | None = None, optional: bool = False) -> float | None:
+        value = state.get(key, default)
+        if value is None and optional:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad(key, "a number" + (" or null" if optional else ""))
+        return float(value)
+
+    def flag(key: str, default: bool | None = None) -> bool:
+        value = state.get(key, default)
+        if not isinstance(value, bool):
+            raise bad(key, "true or false")
+        return value
+
+    def records(key: str, kind: type, default: list | None = None) -> list:
+        value = state.get(key, default)
+        if not isinstance(value, list) or not all(isinstance(v, kind) for v in value):
+            raise bad(key, f"a list of {'records' if kind is dict else 'numbers'}")
+        return list(value)
+
+    # Checkpoints from before the epoch's sums and the pending flag were kept: the epoch's
+    # loss restarts at the resume, and an epoch whose batches were all trained was
+    # validated before it was saved.
+    return {
+        "epoch": count("epoch"),
+        "step": count("step"),
+        "best": number("best", optional=True),
+        "bad_epochs": count("bad_epochs"),
+        "stopped_early": flag("stopped_early"),
+        "history": records("history", dict),
+        "step_losses": records("step_losses", (int, float), []),
+        "epoch_loss_sum": number("epoch_loss_sum", 0.0),
+        "epoch_count": count("epoch_count", 0),
+        "validation_pending": flag("validation_pending", False),
+    }
 
 
 def _json_default(value: Any) -> Any:
@@ -302,6 +360,7 @@ class Trainer:
         # in between must save the states from before those draws, or the resumed run
         # redoes the step with other masks.
         self._rng_at_step: tuple[dict, list[dict]] | None = None
+        self._resumed = False  # set by resume(): metrics.json then keeps its test block
         self.epoch = 0  # completed epochs
         self.step = 0  # optimizer steps taken
         self.carried: Any = None  # the stateful carry, detached
@@ -441,10 +500,13 @@ class Trainer:
         except KeyboardInterrupt:
             if self.comm is not None:  # ranks stop at different points: no collective save
                 self.comm.abort(f"rank {self.rank} interrupted; the last checkpoint is kept", 130)
-            try:
-                self.save_checkpoint()
+            try:  # a second Ctrl-C waits for this save: a half-written one would be lost
+                with self._interrupts.installed(), self._interrupts.held():
+                    self.save_checkpoint()
             except TrainingDivergedError as err:  # the weights are not worth keeping
                 print(f"not saved on interrupt: {err}", file=sys.stderr)
+            except KeyboardInterrupt:
+                pass  # the second Ctrl-C, held until the save was done: raised below
             raise
         except TrainingDivergedError:
             raise  # decided on the global loss: every rank raises it at the same step
@@ -690,7 +752,17 @@ class Trainer:
         arrays = {f"carried_{i}": a for i, a in enumerate(carried)}
         if self.clipper is not None:
             arrays["clip_history"] = self.clipper.state_dict()["history"]
-        ckpt.save(path, self.model, self.optimizer, extra=extra, arrays=arrays)
+        try:
+            ckpt.save(path, self.model, self.optimizer, extra=extra, arrays=arrays)
+        except OSError as err:  # a full disk, a folder gone: say what is still there
+            kept = (f"the checkpoint of step {self._saved_step} is kept"
+                    if self._saved_step is not None and path.exists()
+                    else "the file there is as it was" if path.exists()
+                    else "no checkpoint is there")  # fmt: skip
+            raise CheckpointWriteError(
+                err.errno, f"could not write the checkpoint of step {self.step} to {path} "
+                f"({err.strerror or err}); {kept}"
+            ) from err
         self._saved_step = self.step
         return path
 
@@ -717,7 +789,17 @@ class Trainer:
                 f"{path} was written by a run over {saved_ranks} rank(s); resume it with "
                 f"{saved_ranks} (mpirun -n {saved_ranks} ... --distributed), not {ranks}"
             )
-        loader_state = state["loader"]
+        loader_state = state.get("loader")
+        if not isinstance(loader_state, dict) or not isinstance(state.get("carried_state"), int):
+            raise ckpt.CheckpointError(
+                f"checkpoint {str(path)!r}: a training checkpoint needs its 'loader' position "
+                f"and 'carried_state' count; got {loader_state!r:.60} and "
+                f"{state.get('carried_state')!r}"
+            )
+        missing = [f"carried_{i}" for i in range(state["carried_state"])
+                   if f"carried_{i}" not in arrays]  # fmt: skip
+        if missing:
+            raise ckpt.CheckpointError(f"checkpoint {str(path)!r}: misses the arrays {missing}")
         if self.comm is not None:
             loader_state = distributed.rank_loader_state(loader_state, self.loader)
         carried = [arrays[f"carried_{i}"] for i in range(int(state["carried_state"]))]
@@ -735,6 +817,18 @@ class Trainer:
         clip_history = None
         if self.clipper is not None and "clip_history" in arrays:
             clip_history = np.asarray(arrays["clip_history"], dtype=np.float64).reshape(-1)
+        counters = _training_counters(path, state)
+        # Each saved generator state is tried on a scratch generator of its kind first.
+        rng_state = state["rng"] if saved is None else saved["rng"][self.rank]
+        for generator, saved_state in [(default_generator(), rng_state),
+                                       *zip(generators, saved_generators or [])]:  # fmt: skip
+            try:
+                type(generator.bit_generator)().state = saved_state
+            except (TypeError, ValueError, KeyError) as err:
+                raise ckpt.CheckpointError(
+                    f"checkpoint {str(path)!r}: a generator state does not fit a "
+                    f"{type(generator.bit_generator).__name__} ({err})"
+                ) from None
         # The loader checks its whole state before taking it; the model and optimizer are
         # checked whole by ckpt.load. Should that refuse, the loader goes back.
         position = self.loader.state_dict()
@@ -744,20 +838,11 @@ class Trainer:
         except Exception:
             self.loader.load_state_dict(position)
             raise
-        self.epoch = int(state["epoch"])
-        self.step = int(state["step"])
-        self.best = state["best"]
-        self.bad_epochs = int(state["bad_epochs"])
-        self.stopped_early = bool(state["stopped_early"])
-        self.history = list(state["history"])  # (the lr came back with the optimizer's state)
-        self.step_losses = list(state.get("step_losses", []))
-        # Checkpoints from before these were kept: the epoch's loss restarts at the resume,
-        # and an epoch whose batches were all trained was validated before it was saved.
-        self.epoch_loss_sum = float(state.get("epoch_loss_sum", 0.0))
-        self.epoch_count = int(state.get("epoch_count", 0))
-        self.validation_pending = bool(state.get("validation_pending", False))
+        for name, value in counters.items():  # (the lr came back with the optimizer's state)
+            setattr(self, name, value)
         self.batch_in_epoch = int(loader_state["next_batch"])
-        set_rng_state(state["rng"] if saved is None else saved["rng"][self.rank])
+        self._resumed = True
+        set_rng_state(rng_state)
         for generator, saved_state in zip(generators, saved_generators or []):
             generator.bit_generator.state = saved_state
         if clip_history is not None:
@@ -784,7 +869,10 @@ class Trainer:
         payload = {
             "config": {"train": asdict(self.config), **self.extra},
             "history": self.history,
-            "test": test if test is not None else previous.get("test", {}),
+            # Another run's results in this folder are not this run's: only a resumed
+            # run keeps the test block it wrote before.
+            "test": test if test is not None
+            else previous.get("test", {}) if self._resumed else {},
             "throughput": self.throughput,
             # Float32 sums round differently on another thread count: say which ran.
             "threads": {"library": get_num_threads(), "blas": blas_threads()},

@@ -1,0 +1,210 @@
+"""A run's files under adversity: a run directory already in use, a checkpoint that
+is another run's, writes that fail half way, a tampered checkpoint, a second Ctrl-C.
+The rule: a clear error naming what is wrong, and nothing lost or half-written."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+
+import numpy as np
+import pytest
+from test_cli import assert_one_line_error, cli, short_sine_run
+from test_trainer import assert_same_weights, make_stateless, weights
+
+from tinygrad_rnn import checkpoint
+from tinygrad_rnn.cli import UsageError, _claim_new_run_dir, _run_lock
+from tinygrad_rnn.train import plots
+from tinygrad_rnn.train.trainer import CheckpointWriteError
+
+
+# ---- run directories ---------------------------------------------------------------
+def test_a_new_run_refuses_an_out_that_holds_a_run(tmp_path):
+    out = tmp_path / "run"
+    short_sine_run(out)
+    before = (out / "checkpoint.npz").read_bytes()
+    again = cli("train", "addition", "--out", str(out), "--max-steps", "1", "--quiet")
+    assert_one_line_error(again, f"--out {out} already holds a run", "--resume")
+    assert (out / "checkpoint.npz").read_bytes() == before
+
+
+def test_an_out_that_is_a_file_or_under_one_is_refused_before_training(tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    assert_one_line_error(cli("train", "sine", "--out", str(afile)), "expected a directory")
+    under = cli("train", "sine", "--out", str(afile / "run"))
+    assert_one_line_error(under, f"--out {afile / 'run'}: cannot make the directory")
+
+
+def test_default_run_directories_started_in_one_second_are_distinct(tmp_path):
+    first = _claim_new_run_dir(tmp_path / "runs" / "sine-20261128-120000", given=False)
+    second = _claim_new_run_dir(tmp_path / "runs" / "sine-20261128-120000", given=False)
+    assert first.name == "sine-20261128-120000" and second.name == "sine-20261128-120000-2"
+    assert first.is_dir() and second.is_dir()
+
+
+def test_a_run_directory_in_use_is_refused_to_a_second_trainer(tmp_path):
+    with _run_lock(tmp_path, holder=True):
+        with pytest.raises(UsageError, match="is in use: another tinygrad-rnn process"):
+            with _run_lock(tmp_path, holder=True):
+                pass
+    with _run_lock(tmp_path, holder=True):  # released: free again
+        pass
+
+
+def test_resuming_an_older_checkpoint_file_never_overwrites_the_runs_latest(tmp_path):
+    out = tmp_path / "run"
+    short_sine_run(out)
+    old = out / "step2.npz"
+    old.write_bytes((out / "checkpoint.npz").read_bytes())
+    assert cli("train", "--resume", str(out), "--max-steps", "4", "--quiet").returncode == 0
+    latest = (out / "checkpoint.npz").read_bytes()
+    result = cli("train", "--resume", str(old), "--max-steps", "3", "--quiet")
+    assert_one_line_error(result, f"--resume {old}", "holds another checkpoint (step 4)")
+    assert (out / "checkpoint.npz").read_bytes() == latest
+
+
+def test_metrics_of_a_new_run_never_take_another_runs_test_results(tmp_path):
+    (tmp_path / "metrics.json").write_text(json.dumps({"test": {"accuracy": 0.99}}))
+    trainer = make_stateless(tmp_path, epochs=1)
+    trainer.fit()
+    assert json.loads((tmp_path / "metrics.json").read_text())["test"] == {}
+
+
+# ---- writes that fail half way -----------------------------------------------------
+def leftovers(folder):
+    return sorted(p.name for p in folder.iterdir() if p.name.endswith(".tmp"))
+
+
+def test_a_checkpoint_write_that_fails_says_what_is_kept_and_leaves_no_temp(
+    tmp_path, monkeypatch
+):
+    trainer = make_stateless(tmp_path, epochs=1)
+    trainer.fit()
+    good = (tmp_path / "checkpoint.npz").read_bytes()
+
+    def disk_full(*args):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", disk_full)
+    trainer.step += 1
+    with pytest.raises(CheckpointWriteError, match=r"of step \d+ to .*No space left.*step \d+ is"):
+        trainer.save_checkpoint()
+    with pytest.raises(OSError, match="No space left"):
+        trainer.write_metrics()
+    assert (tmp_path / "checkpoint.npz").read_bytes() == good
+    assert leftovers(tmp_path) == []
+
+
+def test_a_plot_that_fails_half_way_leaves_the_old_png_whole(tmp_path, monkeypatch):
+    history = [{"epoch": 1, "train_loss": 1.0}, {"epoch": 2, "train_loss": 0.5}]
+    path = plots.curves(tmp_path / "curves.png", history, "mse")
+    good = path.read_bytes()
+
+    def broken(self, file, **kwargs):
+        file.write(b"\x89PNG half")
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr("matplotlib.figure.Figure.savefig", broken)
+    with pytest.raises(OSError, match="Input/output error"):
+        plots.curves(path, history, "mse")
+    assert path.read_bytes() == good and leftovers(tmp_path) == []
+
+
+def test_a_second_ctrl_c_waits_for_the_interrupts_checkpoint(tmp_path, monkeypatch):
+    """Ctrl-C saves a checkpoint; a second one during that save used to abort it (the
+    CLI still said it was saved). It now waits: the checkpoint is whole and resumes."""
+    full = make_stateless(tmp_path / "full")
+    full.fit()
+    interrupted = make_stateless(tmp_path / "cut")
+    original_step, original_save = interrupted.optimizer.step, checkpoint.save
+    calls = {"n": 0}
+
+    def step_then_interrupt():
+        calls["n"] += 1
+        if calls["n"] == 7:
+            raise KeyboardInterrupt
+        original_step()
+
+    def save_with_a_second_ctrl_c(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)
+        return original_save(*args, **kwargs)
+
+    interrupted.optimizer.step = step_then_interrupt
+    monkeypatch.setattr(checkpoint, "save", save_with_a_second_ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        interrupted.fit()
+    monkeypatch.setattr(checkpoint, "save", original_save)
+    resumed = make_stateless(tmp_path / "cut")
+    resumed.resume(tmp_path / "cut")
+    assert resumed.step == 6
+    resumed.fit()
+    assert_same_weights(weights(full.model), weights(resumed.model))
+
+
+# ---- tampered checkpoints ----------------------------------------------------------
+def rewrite_extra(path, change):
+    """Rewrite a checkpoint's metadata through `change(meta)`, arrays as they are."""
+    with np.load(path) as loaded:
+        arrays = {k: loaded[k] for k in loaded.files}
+    meta = json.loads(arrays["__meta__"].tobytes().decode())
+    change(meta)
+    arrays["__meta__"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    with open(path, "wb") as file:
+        checkpoint._write_npz(file, arrays)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda m: m.update(extra=[1, 2]), "'extra' must be a dict or null; got list"),
+        (lambda m: m["extra"]["options"].update(colour=1), "'options' must be a dict of"),
+        (lambda m: m["extra"].pop("recipe"), "'recipe' must be a recipe name"),
+        (lambda m: m["extra"].update(epoch=-3), "'epoch' must be an integer >= 0; got -3"),
+        (lambda m: m["extra"].update(step="ten"), "'step' must be an integer >= 0; got 'ten'"),
+        (lambda m: m["extra"].update(history=5), "'history' must be a list of records"),
+        (lambda m: m["extra"].update(rng={"state": 1}), "a generator state does not fit"),
+        (lambda m: m["extra"].pop("loader"), "needs its 'loader' position"),
+    ],
+    ids=["extra-list", "options", "recipe", "epoch", "step", "history", "rng", "loader"],
+)
+def test_a_tampered_checkpoint_is_refused_in_one_line_and_the_run_is_unchanged(
+    tmp_path, change, message
+):
+    out = tmp_path / "run"
+    short_sine_run(out)
+    rewrite_extra(out / "checkpoint.npz", change)
+    tampered = (out / "checkpoint.npz").read_bytes()
+    result = cli("train", "--resume", str(out), "--max-steps", "5", "--quiet")
+    assert_one_line_error(result, message)
+    assert (out / "checkpoint.npz").read_bytes() == tampered
+
+
+def test_a_resume_refused_for_a_bad_counter_changes_nothing(tmp_path):
+    trainer = make_stateless(tmp_path / "run", epochs=1)
+    trainer.fit()
+    rewrite_extra(tmp_path / "run" / "checkpoint.npz", lambda m: m["extra"].update(epoch=-1))
+    fresh = make_stateless(tmp_path / "run")
+    before, position = weights(fresh.model), fresh.loader.state_dict()
+    with pytest.raises(checkpoint.CheckpointError, match="'epoch' must be an integer >= 0"):
+        fresh.resume(tmp_path / "run")
+    assert_same_weights(before, weights(fresh.model))
+    assert fresh.loader.state_dict() == position and fresh.optimizer.state_dict() == (
+        make_stateless().optimizer.state_dict()
+    )
+
+
+def test_a_checkpoint_with_non_finite_weights_is_refused_at_load(tmp_path):
+    trainer = make_stateless(tmp_path, epochs=1)
+    trainer.fit()
+    path = tmp_path / "checkpoint.npz"
+    with np.load(path) as loaded:
+        arrays = {k: loaded[k] for k in loaded.files}
+    name = next(k for k in arrays if k.startswith("param/"))
+    arrays[name] = np.full_like(arrays[name], np.nan)
+    with open(path, "wb") as file:
+        checkpoint._write_npz(file, arrays)
+    with pytest.raises(checkpoint.CheckpointError, match="holds nan or inf"):
+        checkpoint.load(path, make_stateless().model)
