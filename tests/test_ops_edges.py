@@ -121,3 +121,13 @@ def test_a_tensors_truth_is_its_one_value_and_ambiguous_otherwise():
     assert not tr.tensor([0.0]) and tr.tensor(2.0) and not tr.tensor(0)
     with pytest.raises(ValueError, match=r"shape \(2,\) is ambiguous"):
         bool(tr.tensor([1.0, 2.0]))
+
+
+@pytest.mark.parametrize(
+    "dtype, scalar", [(np.int32, 2), (np.int32, 0.5), (np.int8, True), (np.bool_, 3)]
+)
+def test_a_python_number_beside_an_integer_tensor_promotes_as_in_numpy(dtype, scalar):
+    # it was made a 0-d int64 array first, which is not "weak": int32 * 2 became int64
+    data = np.array([1, 0, 1], dtype=dtype)
+    for op in (lambda a, b: a * b, lambda a, b: a + b, lambda a, b: b - a):
+        assert op(tr.tensor(data), scalar).dtype == op(data, scalar).dtype

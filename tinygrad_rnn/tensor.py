@@ -316,14 +316,21 @@ class Tensor:
 def as_array(value: Any, like: Any, op: str) -> Any:
     """Raw array for an op input, on the same backend and float dtype as `like`.
 
-    Python scalars take `like`'s dtype, so they never upcast float32. Arrays
+    Python scalars take `like`'s dtype, so they never upcast float32 (beside an integer
+    tensor they promote as NumPy 2's Python scalars do). Arrays
     keep their dtype; an array from another backend raises BackendMismatchError.
     """
     if isinstance(value, Tensor):
         value = value.data
     if isinstance(value, (bool, int, float, np.generic)):
-        # NumPy scalars count as scalars too: np.float64(2) must not upcast float32.
-        dtype = like.dtype if like.dtype.kind == "f" else None
+        # NumPy scalars count as scalars too: np.float64(2) must not upcast float32. Beside
+        # an integer tensor a Python number is "weak", as in NumPy 2: int32 * 2 stays int32.
+        if like.dtype.kind == "f":
+            dtype = like.dtype
+        elif isinstance(value, np.generic):
+            dtype = None
+        else:
+            dtype = np.result_type(like.dtype, value)
         xp = get_array_module(like)
         if xp is np:
             return np.asarray(value, dtype=dtype)
