@@ -208,3 +208,14 @@ def test_a_checkpoint_with_non_finite_weights_is_refused_at_load(tmp_path):
         checkpoint._write_npz(file, arrays)
     with pytest.raises(checkpoint.CheckpointError, match="holds nan or inf"):
         checkpoint.load(path, make_stateless().model)
+
+
+def test_a_new_run_refused_before_writing_leaves_no_folder_behind(tmp_path):
+    # the folder is claimed before the recipe is prepared, which may still refuse
+    made, existing = tmp_path / "new", tmp_path / "empty"
+    existing.mkdir()
+    for out in (made, existing):
+        result = cli("train", "sine", "--embedding-std", "1", "--out", str(out))
+        assert_one_line_error(result, "embedding")
+    assert not made.exists()
+    assert existing.is_dir() and list(existing.iterdir()) == []

@@ -17,7 +17,8 @@ allow_pickle=False)``; nothing in it is pickled. Members:
 Saving is atomic: the archive is written to a temporary file in the same
 directory, flushed and fsync-ed, then renamed over the target, so a crash
 leaves either the old checkpoint or the new one. Loading checks everything
-(format, names, shapes, dtypes, the optimizer state) before it writes anything.
+(format, names, shapes, dtypes, finite weights, the optimizer state) before it writes
+anything.
 """
 
 from __future__ import annotations
@@ -219,8 +220,9 @@ def load(path: str | os.PathLike, module: Any, optimizer: Any = None) -> dict:
 
     Parameters are copied into the module's existing buffers, so they keep
     their backend (NumPy or CuPy) and the module's own ties. Every name, shape
-    and dtype is checked first: on any mismatch a CheckpointError names the file,
-    the key, and what was expected and received, and nothing is changed.
+    and dtype is checked first, and every float weight must be finite: on any
+    mismatch a CheckpointError names the file, the key, and what was expected and
+    received, and nothing is changed.
     Returns the saved `extra` dict ({} if none was saved).
     """
     path = os.fspath(path)
@@ -336,7 +338,8 @@ def _match_parameters(
             )
         if value.dtype != param.dtype:
             raise _error(path, f"{key!r} has dtype {value.dtype}; the module expects {param.dtype}")
-        if value.dtype.kind == "f" and not np.isfinite(value).all():  # `save` never writes it
+        if value.dtype.kind == "f" and not np.isfinite(value).all():  # (the Trainer never saves
+            # one; `save` itself writes what it is given)
             raise _error(path, f"{key!r} holds nan or inf; the weights are not usable")
         values[name] = value
     unexpected = sorted(set(stored) - used)

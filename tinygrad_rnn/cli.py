@@ -181,8 +181,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
         out = Path(args.out) if args.out else Path("runs") / f"{recipe}-{stamp}"
         claim = functools.partial(_claim_new_run_dir, out, given=bool(args.out))
     # Rank 0 alone claims the directory; every rank gets its answer, error included.
+    holder = communicator is None or communicator.rank == 0
+    existed = out.exists()
     answer: tuple[str, str | None] = (str(out), None)
-    if claim is not None and (communicator is None or communicator.rank == 0):
+    if claim is not None and holder:
         try:
             answer = (str(claim()), None)
         except UsageError as err:
@@ -192,8 +194,23 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if answer[1] is not None:
         raise UsageError(answer[1])
     out = Path(answer[0])
-    with _run_lock(out, communicator is None or communicator.rank == 0):
-        return _train_run(args, communicator, recipe, opts, out, path if args.resume else None)
+    try:
+        with _run_lock(out, holder):
+            return _train_run(args, communicator, recipe, opts, out, path if args.resume else None)
+    except BaseException:
+        if claim is not None and holder:  # a new run refused before it wrote anything
+            _remove_if_unused(out, remove_folder=not existed or out != Path(args.out or ""))
+        raise
+
+
+def _remove_if_unused(out: Path, remove_folder: bool) -> None:
+    """Leave no trace of a new run that stopped before writing a file: its lock goes, and
+    the folder too when this run made it."""
+    with contextlib.suppress(OSError):
+        if {p.name for p in out.iterdir()} <= {".lock"}:
+            (out / ".lock").unlink(missing_ok=True)
+            if remove_folder:
+                out.rmdir()
 
 
 def _train_run(args, communicator, recipe: str, opts, out: Path, resume_from: Path | None) -> int:
@@ -451,8 +468,10 @@ class _OneLineParser(argparse.ArgumentParser):
 
 def _add_threads(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=_int_at_least(1), metavar="N",
-                        help="CPU threads (default: all this process may use, at most "
-                             "$TINYGRAD_RNN_NUM_THREADS); results differ in rounding by count")
+                        help="CPU threads (default: all this process may use, at most the "
+                             "first of $TINYGRAD_RNN_NUM_THREADS, $OMP_NUM_THREADS, "
+                             "$OPENBLAS_NUM_THREADS that is set); results differ in rounding "
+                             "by count")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -481,9 +500,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=_int_at_least(0), default=0, metavar="S")
     p.add_argument("--data", help="data file or folder (default: $TINYGRAD_RNN_DATA/...)")
     p.add_argument("--out", help="run directory (default: runs/RECIPE-TIMESTAMP)")
-    p.add_argument("--resume", metavar="DIR", help="continue from DIR's latest checkpoint")
+    p.add_argument("--resume", metavar="RUN",
+                   help="continue a run: its directory (its checkpoint.npz) or a checkpoint "
+                        "file; the run saves into that folder as checkpoint.npz")
     p.add_argument("--checkpoint-every", type=int, metavar="STEPS")
-    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress output (the one line naming the run directory stays)")
     _add_threads(p)
     p.add_argument("--distributed", action="store_true",
                    help="data-parallel over MPI ranks: mpirun -n P tinygrad-rnn train ... "
@@ -505,7 +527,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seq2seq: spaces after every question, the longest included "
                         "(default: the recipe's; date: 1, addition: 0)")
     p.add_argument("--init", choices=("textbook", "pytorch"),
-                   help="weight init (default: the recipe's; textbook for ptb, addition, date)")
+                   help="weight init (default: the recipe's; textbook for ptb (pytorch with "
+                        "--large), addition, date)")
     p.add_argument("--embedding-std", metavar="STD",
                    type=_float_arg(lambda v: 0 < v < math.inf, "a number > 0"),
                    help="embeddings start N(0, STD^2) (default: the init's, textbook 0.01, "
@@ -514,7 +537,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="LSTM: every forget gate's bias starts at B (default: the init's)")
     p.set_defaults(func=_cmd_train)
 
-    p = sub.add_parser("evaluate", help="evaluate a run's checkpoint on its test split")
+    p = sub.add_parser("evaluate",
+                       help="evaluate a run's checkpoint on its test split (or --split valid)")
     p.add_argument("run", help="run directory or checkpoint file")
     p.add_argument("--split", choices=["test", "valid"], default="test",
                    help="test: as the final report measured it; valid: as the run's validation")
@@ -531,8 +555,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="LMs: sample from softmax(logits / T); 0 takes the most likely "
                         "(default 1)")
     p.add_argument("--top-k", type=_int_at_least(1), metavar="K",
-                   help="LMs: sample among the K most likely tokens only")
-    p.add_argument("--prompt", help="LMs: the text to continue (default: the first token)")
+                   help="LMs: sample among the K most likely tokens only (and any tied "
+                        "with the K-th)")
+    p.add_argument("--prompt", help="LMs: the text to continue (default: the vocabulary's "
+                                     "token 0: <unk> for ptb, a newline for text)")
     p.add_argument("--seed", type=_int_at_least(0), metavar="S",
                    help="LMs: the sampling seed (default 0)")
     p.add_argument("--backend", dest="sub_backend", choices=["numpy", "cupy"])

@@ -89,6 +89,7 @@ class Synced(Topology):
         Returns the generated steps only, on the host: ids (length,) or values
         (length, F). Runs in eval mode; the model's train/eval modes are restored.
         Draws come from `generator` (default: the library's, see `tr.manual_seed`).
+        A bidirectional model is refused: its backward direction cannot continue.
         """
         if length < 0:
             raise ValueError(f"length must be >= 0; got {length}")

@@ -35,10 +35,11 @@ def clip_grad_norm(
     """Scale all gradients in place so their joint L2 norm is at most `max_norm`.
 
     The norm is taken over every gradient together, as if concatenated; each
-    parameter counts once even if listed twice (tied weights). When the norm
-    exceeds `max_norm`, every gradient is multiplied by max_norm / (norm + 1e-6),
-    as in PyTorch. Parameters with no gradient are skipped. Returns the norm
-    before clipping, as a float.
+    parameter counts once even if listed twice (tied weights). Every gradient is
+    multiplied by min(1, max_norm / (norm + 1e-6)), as in PyTorch: a norm above
+    `max_norm` is brought to it, and one within about 1e-6 under a tiny
+    `max_norm` is scaled a little too. Parameters with no gradient are skipped.
+    Returns the norm before clipping, as a float.
 
     A non-finite norm (a NaN or inf gradient) raises FloatingPointError. With
     `error_if_nonfinite=False` it is returned instead and the gradients are

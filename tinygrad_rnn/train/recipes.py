@@ -326,8 +326,9 @@ def _wavegen(opts: Options, rec: Recipe) -> Prepared:
 
     def report(trainer: Trainer, out: Path) -> dict[str, Any]:
         result = trainer.evaluate(test)
-        generated = trainer.topology.generate(trainer.model, test[0][:4], T)
-        gen_mse = float(np.mean((generated - test[1][:4]) ** 2))
+        # Free-running over the whole test split (it was the 4 plotted waves only).
+        generated = trainer.topology.generate(trainer.model, test[0], T)
+        gen_mse = float(np.mean((generated - test[1]) ** 2))
         plots.generated_waves(
             out / "generated.png",
             test[1][:4, :, 0],
@@ -357,7 +358,16 @@ def _wavegen(opts: Options, rec: Recipe) -> Prepared:
     options=("data", "large"),
 )
 def _ptb(opts: Options, rec: Recipe) -> Prepared:
-    corpus = D.load_ptb(opts.data or None)
+    try:
+        corpus = D.load_ptb(opts.data or None)
+    except D.DataNotFoundError as err:  # said the command line's way, with a way to fetch
+        cache = os.path.join(D.default_cache_dir(), "ptb")
+        raise D.DataNotFoundError(
+            f"{str(err).split('. Set ')[0]}. Give --data with the folder of the three files, "
+            f"or set {D.DATA_ENV} to a folder holding ptb/. To download them (SHA-256 "
+            "checked): python -c 'import tinygrad_rnn as tr; tr.data.load_ptb(download=True)'"
+            f", then --data {cache}"
+        ) from None
     V = len(corpus.vocab)
     large = opts.large
     H = _pick(opts.hidden_size, 650 if large else 100)
