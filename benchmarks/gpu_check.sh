@@ -25,14 +25,16 @@ echo "pytest exit $?" | tee -a "$OUT/steps.log"
 tail -3 "$OUT/pytest-cupy.log" | tee -a "$OUT/steps.log"
 
 step "2. first 10 losses, numpy vs cupy"
+runs=$(mktemp -d)  # fresh folders: a rerun must not compare the last run's losses
 for recipe in sine ptb; do
   for b in numpy cupy; do
     timeout 120 tinygrad-rnn --backend "$b" train "$recipe" --max-steps 10 --quiet \
-      --out "/tmp/check-$recipe-$b" > "$OUT/train-$recipe-$b.log" 2>&1
+      --out "$runs/check-$recipe-$b" > "$OUT/train-$recipe-$b.log" 2>&1
+    echo "train $recipe $b exit $?" | tee -a "$OUT/steps.log"
   done
 done
-python3 benchmarks/compare_losses.py /tmp/check-sine-numpy /tmp/check-sine-cupy \
-  /tmp/check-ptb-numpy /tmp/check-ptb-cupy 2>&1 | tee "$OUT/losses.txt"
+python3 benchmarks/compare_losses.py "$runs/check-sine-numpy" "$runs/check-sine-cupy" \
+  "$runs/check-ptb-numpy" "$runs/check-ptb-cupy" 2>&1 | tee "$OUT/losses.txt"
 
 step "3. benchmarks on cupy vs torch cuda"
 timeout "${BENCH_TIMEOUT:-300}" python3 benchmarks/run.py --backend cupy \

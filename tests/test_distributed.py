@@ -9,6 +9,7 @@ stand-in communicators.
 
 from __future__ import annotations
 
+import fcntl
 import importlib.util
 import json
 import os
@@ -246,6 +247,35 @@ def test_cli_distributed_run_writes_and_prints_from_rank_0_only(mpiexec, backend
     assert {"checkpoint.npz", "metrics.json", "curves.png"} <= {p.name for p in out.iterdir()}
     extra = checkpoint.read_extra(out / "checkpoint.npz")
     assert extra["distributed"]["world_size"] == 2 and extra["config"]["batch_size"] == 32
+
+
+@pytest.mark.parametrize("refusal", ["run-in-use", "runs-is-a-file"])
+def test_a_run_directory_refused_on_rank_0_ends_every_rank_at_once(mpiexec, backend_name,
+                                                                   tmp_path, refusal):
+    """Rank 0 alone claims and locks the run directory; its refusal reaches the other
+    ranks, which waited in a collective for the whole MPI timeout before."""
+    command = [sys.executable, "-m", "tinygrad_rnn.cli", "train"]
+    if refusal == "run-in-use":
+        out = tmp_path / "run"
+        out.mkdir()
+        command += ["sine", "--distributed", "--out", str(out), "--max-steps", "2"]
+        holder = open(out / ".lock", "a")  # another process's run: the lock is taken
+        fcntl.flock(holder.fileno(), fcntl.LOCK_EX)
+        expected = "is in use"
+    else:
+        (tmp_path / "runs").write_text("a file where the runs folder would go")
+        command = ["/bin/sh", "-c", f"cd {tmp_path} && exec " + " ".join(
+            [*command, "sine", "--distributed", "--max-steps", "2"])]  # fmt: skip
+        expected = "cannot make the run directory"
+    env_timeout = {"TINYGRAD_RNN_MPI_TIMEOUT": "60"}
+    os.environ.update(env_timeout)
+    try:
+        done, seconds = _launch(mpiexec, backend_name, *command)
+    finally:
+        os.environ.pop("TINYGRAD_RNN_MPI_TIMEOUT")
+    assert done.returncode != 0
+    assert done.stderr.count(expected) == 2, done.stderr[-2000:]  # every rank says why
+    assert seconds < 30
 
 
 def test_a_rank_that_dies_ends_the_job_with_a_clear_error_within_the_timeout(

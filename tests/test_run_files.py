@@ -78,9 +78,7 @@ def leftovers(folder):
     return sorted(p.name for p in folder.iterdir() if p.name.endswith(".tmp"))
 
 
-def test_a_checkpoint_write_that_fails_says_what_is_kept_and_leaves_no_temp(
-    tmp_path, monkeypatch
-):
+def test_a_checkpoint_write_that_fails_says_what_is_kept_and_leaves_no_temp(tmp_path, monkeypatch):
     trainer = make_stateless(tmp_path, epochs=1)
     trainer.fit()
     good = (tmp_path / "checkpoint.npz").read_bytes()
@@ -111,6 +109,14 @@ def test_a_plot_that_fails_half_way_leaves_the_old_png_whole(tmp_path, monkeypat
     with pytest.raises(OSError, match="Input/output error"):
         plots.curves(path, history, "mse")
     assert path.read_bytes() == good and leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    "suffix, magic", [(".png", b"\x89PNG"), (".svg", b"<?xml"), (".pdf", b"%PDF")]
+)
+def test_a_plot_takes_its_format_from_its_name(tmp_path, suffix, magic):
+    path = plots.curves(tmp_path / f"curves{suffix}", [{"epoch": 1, "train_loss": 1.0}], "mse")
+    assert path.read_bytes().startswith(magic)
 
 
 def test_a_second_ctrl_c_waits_for_the_interrupts_checkpoint(tmp_path, monkeypatch):
@@ -196,7 +202,7 @@ def test_a_resume_refused_for_a_bad_counter_changes_nothing(tmp_path):
     )
 
 
-def test_a_checkpoint_with_non_finite_weights_is_refused_at_load(tmp_path):
+def test_non_finite_weights_load_as_written_but_never_resume(tmp_path):
     trainer = make_stateless(tmp_path, epochs=1)
     trainer.fit()
     path = tmp_path / "checkpoint.npz"
@@ -206,8 +212,13 @@ def test_a_checkpoint_with_non_finite_weights_is_refused_at_load(tmp_path):
     arrays[name] = np.full_like(arrays[name], np.nan)
     with open(path, "wb") as file:
         checkpoint._write_npz(file, arrays)
+    model = make_stateless().model
+    checkpoint.load(path, model)  # as written: a diverged model may be looked at
+    assert np.isnan(model.state_dict()[name[len("param/") :]]).all()
     with pytest.raises(checkpoint.CheckpointError, match="holds nan or inf"):
-        checkpoint.load(path, make_stateless().model)
+        checkpoint.load(path, make_stateless().model, require_finite=True)
+    with pytest.raises(checkpoint.CheckpointError, match="holds nan or inf"):
+        make_stateless(tmp_path).resume(tmp_path)
 
 
 def test_a_new_run_refused_before_writing_leaves_no_folder_behind(tmp_path):

@@ -17,8 +17,8 @@ allow_pickle=False)``; nothing in it is pickled. Members:
 Saving is atomic: the archive is written to a temporary file in the same
 directory, flushed and fsync-ed, then renamed over the target, so a crash
 leaves either the old checkpoint or the new one. Loading checks everything
-(format, names, shapes, dtypes, finite weights, the optimizer state) before it writes
-anything.
+(format, names, shapes, dtypes, the optimizer state; finite weights when asked) before it
+writes anything.
 """
 
 from __future__ import annotations
@@ -215,20 +215,23 @@ def _fsync_directory(directory: str) -> None:
 
 
 # ---- load ---------------------------------------------------------------------
-def load(path: str | os.PathLike, module: Any, optimizer: Any = None) -> dict:
+def load(
+    path: str | os.PathLike, module: Any, optimizer: Any = None, require_finite: bool = False
+) -> dict:
     """Load a checkpoint written by `save` into `module` (and `optimizer`); return `extra`.
 
     Parameters are copied into the module's existing buffers, so they keep
     their backend (NumPy or CuPy) and the module's own ties. Every name, shape
-    and dtype is checked first, and every float weight must be finite: on any
-    mismatch a CheckpointError names the file, the key, and what was expected and
-    received, and nothing is changed.
+    and dtype is checked first (and with `require_finite`, that every float weight
+    is finite, as resuming and evaluating need): on any mismatch a CheckpointError
+    names the file, the key, and what was expected and received, and nothing is
+    changed.
     Returns the saved `extra` dict ({} if none was saved).
     """
     path = os.fspath(path)
     arrays, meta = _read(path)
 
-    values = _match_parameters(path, module, arrays, meta)
+    values = _match_parameters(path, module, arrays, meta, require_finite)
     optim_state = None
     if optimizer is not None:
         optim_state = _optimizer_state(path, optimizer, arrays, meta)
@@ -315,7 +318,11 @@ def _read(path: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
 
 
 def _match_parameters(
-    path: str, module: Any, arrays: dict[str, np.ndarray], meta: dict[str, Any]
+    path: str,
+    module: Any,
+    arrays: dict[str, np.ndarray],
+    meta: dict[str, Any],
+    require_finite: bool = False,
 ) -> dict[str, np.ndarray]:
     """The array for each of the module's parameters, checked for name, shape and dtype."""
     stored = {k[len(_PARAM) :]: v for k, v in arrays.items() if k.startswith(_PARAM)}
@@ -338,8 +345,9 @@ def _match_parameters(
             )
         if value.dtype != param.dtype:
             raise _error(path, f"{key!r} has dtype {value.dtype}; the module expects {param.dtype}")
-        if value.dtype.kind == "f" and not np.isfinite(value).all():  # (the Trainer never saves
-            # one; `save` itself writes what it is given)
+        # `save` writes what it is given (a diverged model, to look at); the Trainer never
+        # saves one, and resuming or evaluating one is refused here.
+        if require_finite and value.dtype.kind == "f" and not np.isfinite(value).all():
             raise _error(path, f"{key!r} holds nan or inf; the weights are not usable")
         values[name] = value
     unexpected = sorted(set(stored) - used)

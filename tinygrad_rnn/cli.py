@@ -180,25 +180,31 @@ def _cmd_train(args: argparse.Namespace) -> int:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         out = Path(args.out) if args.out else Path("runs") / f"{recipe}-{stamp}"
         claim = functools.partial(_claim_new_run_dir, out, given=bool(args.out))
-    # Rank 0 alone claims the directory; every rank gets its answer, error included.
+    # Rank 0 alone claims the directory and takes its lock; every rank gets its answer,
+    # a refusal included, so none waits in a collective for a rank that has left.
     holder = communicator is None or communicator.rank == 0
     existed = out.exists()
     answer: tuple[str, str | None] = (str(out), None)
-    if claim is not None and holder:
+    lock = contextlib.ExitStack()
+    locked = False  # by this process: only then may a refused new run tidy the folder up
+    if holder:
         try:
-            answer = (str(claim()), None)
-        except UsageError as err:
+            claimed = claim() if claim is not None else out
+            lock.enter_context(_run_lock(claimed, holder))
+            locked = True
+            answer = (str(claimed), None)
+        except (UsageError, OSError) as err:
             answer = (str(out), str(err))
     if communicator is not None:  # one run directory: rank 0's
         answer = communicator.broadcast_object(answer, "the run directory")
-    if answer[1] is not None:
-        raise UsageError(answer[1])
     out = Path(answer[0])
     try:
-        with _run_lock(out, holder):
+        with lock:
+            if answer[1] is not None:
+                raise UsageError(answer[1])
             return _train_run(args, communicator, recipe, opts, out, path if args.resume else None)
     except BaseException:
-        if claim is not None and holder:  # a new run refused before it wrote anything
+        if claim is not None and locked:  # a new run refused before it wrote anything
             _remove_if_unused(out, remove_folder=not existed or out != Path(args.out or ""))
         raise
 
@@ -264,15 +270,18 @@ def _claim_new_run_dir(out: Path, given: bool) -> Path:
     same second.
     """
     if not given:
-        out.parent.mkdir(parents=True, exist_ok=True)
         candidate, n = out, 1
-        while True:
-            try:
-                candidate.mkdir(exist_ok=False)
-                break
-            except FileExistsError:
-                n += 1
-                candidate = out.with_name(f"{out.name}-{n}")
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            while True:
+                try:
+                    candidate.mkdir(exist_ok=False)
+                    break
+                except FileExistsError:
+                    n += 1
+                    candidate = out.with_name(f"{out.name}-{n}")
+        except OSError as err:  # runs/ is a file, the folder is not writable, ...
+            raise UsageError(f"cannot make the run directory {candidate}: {err}") from None
         out = candidate
     else:
         if out.exists() and not out.is_dir():
@@ -393,7 +402,7 @@ def _load_run(target: str):
     extra = checkpoint.read_extra(path)
     check_run_extra(path, extra)
     topology, model = rebuild_model(extra)
-    checkpoint.load(path, model)
+    checkpoint.load(path, model, require_finite=True)
     model.eval()
     return path, extra, Options.from_checkpoint(extra), topology, model
 

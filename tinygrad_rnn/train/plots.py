@@ -14,12 +14,13 @@ from ..checkpoint import write_atomically
 
 
 def _save(fig: Figure, path: str | Path) -> Path:
-    """The figure as a PNG at `path`, written whole or not at all (an interrupted or
-    failed save left a broken PNG)."""
+    """The figure at `path` (its format from the suffix, PNG without one), written whole
+    or not at all (an interrupted or failed save left a broken file)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(fig)
-    write_atomically(path, lambda file: fig.savefig(file, format="png", dpi=110,
+    kind = path.suffix[1:].lower() or "png"  # as savefig would pick from the name
+    write_atomically(path, lambda file: fig.savefig(file, format=kind, dpi=110,
                                                     bbox_inches="tight"))  # fmt: skip
     return path
 

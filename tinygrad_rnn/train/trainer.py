@@ -834,7 +834,7 @@ class Trainer:
         position = self.loader.state_dict()
         self.loader.load_state_dict(loader_state)
         try:
-            ckpt.load(path, self.model, self.optimizer)
+            ckpt.load(path, self.model, self.optimizer, require_finite=True)
         except Exception:
             self.loader.load_state_dict(position)
             raise
