@@ -11,7 +11,7 @@ import pytest
 import tinygrad_rnn as tr
 from tinygrad_rnn.backend import get_array_module
 from tinygrad_rnn.tensor import record
-from tinygrad_rnn.testing import GradcheckError, gradcheck
+from tinygrad_rnn.testing import UPSTREAM_NORM, GradcheckError, gradcheck
 
 
 def cube_with_backward(backward_of_x):
@@ -66,7 +66,7 @@ def test_the_upstream_gradient_is_random_not_ones():
         gradcheck(cube_with_backward(lambda x, g: 3 * x**2), [x])
 
 
-def test_the_upstream_gradient_has_unit_norm_and_inputs_become_float64():
+def test_the_upstream_gradient_has_its_norm_and_inputs_become_float64():
     seen = {}
 
     def spy(x: tr.Tensor) -> tr.Tensor:
@@ -81,7 +81,16 @@ def test_the_upstream_gradient_has_unit_norm_and_inputs_become_float64():
 
     gradcheck(spy, [np.ones((3, 4), np.float32)])
     assert seen["dtype"] == np.float64
-    assert abs(seen["norm"] - 1.0) < 1e-12 and seen["spread"] > 0
+    assert abs(seen["norm"] - UPSTREAM_NORM) < 1e-12 and seen["spread"] > 0
+
+
+def test_a_scalar_loss_that_drops_its_upstream_gradient_fails():
+    # A unit u is exactly +-1 on a 0-d output: every loss was checked with g = 1 (or -1)
+    def mean_square_dropping_g(x: tr.Tensor) -> tr.Tensor:
+        return record("ms", (x,), (x.data**2).mean(), lambda g: (2 * x.data / x.size,))
+
+    with pytest.raises(GradcheckError):
+        gradcheck(mean_square_dropping_g, [np.array([0.3, -0.7, 1.1])])
 
 
 def test_a_nan_gradient_fails():

@@ -372,3 +372,33 @@ def test_forget_bias_lands_on_the_gate_that_keeps_the_cell_state():
 def test_forget_bias_names_a_bad_value(bad):
     with pytest.raises(ValueError, match=r"forget_bias_: value must be a finite number; got"):
         init.forget_bias_(nn.LSTM(2, 3), bad)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_linear_with_its_bias_folded_into_the_matmul_matches_finite_differences(seed):
+    """Outputs of 2**20 elements or more take [x | 1] @ [W | b].T, a path no small check
+    reaches. Too big for an element-by-element gradcheck: the value, and each input's
+    gradient against a central difference along a random direction (exact up to
+    rounding, the op being linear in each argument)."""
+    M, D, H = 1024, 3, 1024
+    assert F._folds_bias(M, D, H)
+    rng = np.random.default_rng(seed)
+    x, w, b = rng.standard_normal((M, D)), rng.standard_normal((H, D)), rng.standard_normal(H)
+    u = rng.standard_normal((M, H))
+    leaves = [tr.tensor(a, requires_grad=True) for a in (x, w, b)]
+    y = F.linear(*leaves)
+    np.testing.assert_allclose(y.numpy(), x @ w.T + b, rtol=1e-12, atol=1e-12)
+    y.backward(u)
+
+    def objective(*args):
+        with tr.no_grad():
+            return float((F.linear(*[tr.tensor(a) for a in args]).numpy() * u).sum())
+
+    eps = 1e-3
+    for k, leaf in enumerate(leaves):
+        v = rng.standard_normal(leaf.shape)
+        plus = [a + eps * v if i == k else a for i, a in enumerate((x, w, b))]
+        minus = [a - eps * v if i == k else a for i, a in enumerate((x, w, b))]
+        numeric = (objective(*plus) - objective(*minus)) / (2 * eps)
+        analytic = float((to_host(leaf.grad) * v).sum())
+        assert analytic == pytest.approx(numeric, rel=1e-7, abs=1e-6), ["x", "w", "b"][k]

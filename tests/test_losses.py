@@ -385,3 +385,40 @@ def test_accuracy_from_logits_or_ids_with_ignore_index():
     assert math.isnan(F.accuracy(logits, np.full(4, -1), ignore_index=-1))
     with pytest.raises(ValueError, match="targets"):
         F.accuracy(logits, np.array([1, 1]))
+
+
+# Scaled losses: the upstream gradient a loss receives is then far from +1, negative too,
+# so a backward that drops or flips it shows (gradcheck's own u is +-1.7 on a scalar).
+SCALES = st.sampled_from([-2.5, -1.0, -0.3, 0.4, 3.0])
+
+
+@settings(deadline=None, max_examples=10)
+@given(shape=st.lists(st.integers(1, 3), min_size=0, max_size=3), scale=SCALES,
+       seed=st.integers(0, 2**16))  # fmt: skip
+def test_mse_gradient_follows_a_scaled_upstream_gradient(shape, scale, seed):
+    rng = np.random.default_rng(seed)
+    pred, target = rng.standard_normal(shape), rng.standard_normal(shape)
+    assert gradcheck(lambda p, t: F.mse_loss(p, t) * scale, [pred, target])
+
+
+@settings(deadline=None, max_examples=10)
+@given(lead=st.lists(st.integers(1, 3), min_size=1, max_size=2), vocab=st.integers(2, 4),
+       scale=SCALES, seed=st.integers(0, 2**16))  # fmt: skip
+def test_cross_entropy_gradient_follows_a_scaled_upstream_gradient(lead, vocab, scale, seed):
+    rng = np.random.default_rng(seed)
+    logits = rng.standard_normal((*lead, vocab)) * 3
+    targets = rng.integers(0, vocab, size=lead)
+    targets[rng.random(lead) < 0.3] = -1
+    assert gradcheck(lambda z: F.softmax_cross_entropy(z, targets) * scale, [logits])
+
+
+@settings(deadline=None, max_examples=5)
+@given(scale=SCALES, seed=st.integers(0, 2**16))
+def test_linear_cross_entropy_gradient_follows_a_scaled_upstream_gradient(scale, seed):
+    rng = np.random.default_rng(seed)
+    x, w, b = rng.standard_normal((4, 3)), rng.standard_normal((5, 3)), rng.standard_normal(5)
+    targets = rng.integers(0, 5, 4)
+    targets[1] = -1
+    assert gradcheck(
+        lambda a, ww, bb: F.linear_cross_entropy(a, ww, bb, targets) * scale, [x, w, b]
+    )

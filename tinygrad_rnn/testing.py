@@ -17,6 +17,10 @@ class GradcheckError(AssertionError):
     """The tape's gradient and the finite-difference estimate disagree."""
 
 
+# The norm of the upstream gradient gradcheck contracts the output with (see there).
+UPSTREAM_NORM = 1.7
+
+
 def _to_float64_leaf(value: Any) -> Tensor:
     # A Tensor stays on its backend; host data goes to the default backend.
     data = value.data if isinstance(value, Tensor) else get_backend().asarray(value)
@@ -38,9 +42,11 @@ def gradcheck(
     """Check `fn`'s tape gradients against float64 central differences.
 
     Floating `inputs` are copied to float64 leaves; the others are passed as
-    constants. The output is contracted with a random unit-norm upstream
-    gradient `u`, so one backward checks every output element:
+    constants. The output is contracted with a random upstream gradient `u` of
+    norm `UPSTREAM_NORM`, so one backward checks every output element:
     d<u, fn(x)>/dx[i] ~ (<u, fn(x + eps e_i)> - <u, fn(x - eps e_i)>) / (2 eps).
+    Its norm is not 1, so a backward that drops its upstream gradient fails on a
+    scalar output (a loss) too, where a unit `u` would be exactly +-1.
     Returns True, or raises GradcheckError naming the worst element and both values.
     """
     leaves = [_to_float64_leaf(v) for v in inputs]
@@ -50,7 +56,7 @@ def gradcheck(
     xp = get_array_module(out.data)
     rng = np.random.default_rng(seed)
     u = rng.standard_normal(out.shape)
-    u /= max(np.linalg.norm(u), 1e-300)
+    u *= UPSTREAM_NORM / max(np.linalg.norm(u), 1e-300)
     u = xp.asarray(u, dtype=out.dtype)
     out.backward(u)
 
