@@ -580,3 +580,10 @@ def test_unknown_nonlinearity_is_refused_by_name(module):
         module(3, 4, nonlinearity="sigmoid")
     assert "nonlinearity='relu'" in repr(module(3, 4, nonlinearity="relu"))
     assert "nonlinearity" not in repr(module(3, 4))
+
+
+@pytest.mark.parametrize("module", [LSTM, GRU, LSTMCell, GRUCell])
+def test_a_gated_cell_refuses_a_nonlinearity_of_its_own(module):
+    with pytest.raises(ValueError, match=r"nonlinearity is an RNN option; got 'relu'"):
+        module(3, 4, nonlinearity="relu")
+    assert module(3, 4, nonlinearity="tanh")._cell is module(3, 4)._cell

@@ -12,7 +12,7 @@ import signal
 import numpy as np
 import pytest
 from test_cli import assert_one_line_error, cli, short_sine_run
-from test_trainer import assert_same_weights, make_stateless, weights
+from test_trainer import assert_same_weights, interrupt_on_step, make_stateless, weights
 
 from tinygrad_rnn import checkpoint
 from tinygrad_rnn.cli import UsageError, _claim_new_run_dir, _run_lock
@@ -125,20 +125,13 @@ def test_a_second_ctrl_c_waits_for_the_interrupts_checkpoint(tmp_path, monkeypat
     full = make_stateless(tmp_path / "full")
     full.fit()
     interrupted = make_stateless(tmp_path / "cut")
-    original_step, original_save = interrupted.optimizer.step, checkpoint.save
-    calls = {"n": 0}
-
-    def step_then_interrupt():
-        calls["n"] += 1
-        if calls["n"] == 7:
-            raise KeyboardInterrupt
-        original_step()
+    interrupt_on_step(interrupted)
+    original_save = checkpoint.save
 
     def save_with_a_second_ctrl_c(*args, **kwargs):
         os.kill(os.getpid(), signal.SIGINT)
         return original_save(*args, **kwargs)
 
-    interrupted.optimizer.step = step_then_interrupt
     monkeypatch.setattr(checkpoint, "save", save_with_a_second_ctrl_c)
     with pytest.raises(KeyboardInterrupt):
         interrupted.fit()

@@ -349,21 +349,26 @@ def test_resume_restores_the_librarys_generator_for_dropout_drawn_from_it(tmp_pa
     assert_same_weights(weights(full.model), weights(second.model))
 
 
+def interrupt_on_step(trainer, call: int = 7) -> None:
+    """Ctrl-C as the trainer's optimizer is about to take its `call`-th step."""
+    original_step = trainer.optimizer.step
+    calls = {"n": 0}
+
+    def step_then_interrupt():
+        calls["n"] += 1
+        if calls["n"] == call:
+            raise KeyboardInterrupt
+        original_step()
+
+    trainer.optimizer.step = step_then_interrupt
+
+
 def test_ctrl_c_saves_a_checkpoint_that_resumes_exactly(tmp_path):
     full = make_stateful(tmp_path / "full")
     full.fit()
 
     interrupted = make_stateful(tmp_path / "cut")
-    original_step = interrupted.optimizer.step
-    calls = {"n": 0}
-
-    def step_then_interrupt():
-        calls["n"] += 1
-        if calls["n"] == 7:
-            raise KeyboardInterrupt
-        original_step()
-
-    interrupted.optimizer.step = step_then_interrupt
+    interrupt_on_step(interrupted)
     with pytest.raises(KeyboardInterrupt):
         interrupted.fit()
     resumed = make_stateful(tmp_path / "cut")

@@ -516,8 +516,14 @@ def final_state(
 
 
 # ---- the functional form shared by the Modules --------------------------------------
-def _rnn_math(owner: str, nonlinearity: Any) -> CellMath:
-    """The Elman cell for `nonlinearity` ('tanh' or 'relu'), the error naming `owner`."""
+def _cell_with(owner: str, cell: CellMath, nonlinearity: Any) -> CellMath:
+    """`cell`, or for an Elman RNN the cell of `nonlinearity` ('tanh' or 'relu'); the
+    errors name `owner`. Only the Elman RNN has a choice: the gated cells' activations
+    are part of their equations."""
+    if not isinstance(cell, RNNMath):
+        if nonlinearity != "tanh":
+            raise ValueError(f"{owner}: nonlinearity is an RNN option; got {nonlinearity!r}")
+        return cell
     if nonlinearity not in RNNMath.NONLINEARITIES:
         raise ValueError(
             f"{owner}: nonlinearity must be one of {RNNMath.NONLINEARITIES}; got {nonlinearity!r}"
@@ -689,9 +695,12 @@ class _RecurrentLayers(Module):
         bidirectional: bool = False,
         dtype: Any = None,
         generator: np.random.Generator | None = None,
+        *,
+        nonlinearity: str = "tanh",
     ):
         super().__init__()
         owner = type(self).__name__
+        self._cell = _cell_with(owner, self._cell, nonlinearity)
         self.input_size = _positive_int(owner, "input_size", input_size)
         self.hidden_size = H = _positive_int(owner, "hidden_size", hidden_size)
         self.num_layers = _positive_int(owner, "num_layers", num_layers)
@@ -783,24 +792,6 @@ class RNN(_RecurrentLayers):
     )
     _cell = CELL_MATH["rnn"]
 
-    def __init__(
-        self,
-        input_size: int,
-        hidden_size: int,
-        num_layers: int = 1,
-        dropout: float = 0.0,
-        bidirectional: bool = False,
-        dtype: Any = None,
-        generator: np.random.Generator | None = None,
-        *,
-        nonlinearity: str = "tanh",
-    ):
-        # Set before the base class draws the parameters (their shapes do not depend on it).
-        object.__setattr__(self, "_cell", _rnn_math(type(self).__name__, nonlinearity))
-        super().__init__(
-            input_size, hidden_size, num_layers, dropout, bidirectional, dtype, generator
-        )
-
 
 class LSTM(_RecurrentLayers):
     __doc__ = (
@@ -830,9 +821,12 @@ class _RecurrentCell(Module):
         hidden_size: int,
         dtype: Any = None,
         generator: np.random.Generator | None = None,
+        *,
+        nonlinearity: str = "tanh",
     ):
         super().__init__()
         owner = type(self).__name__
+        self._cell = _cell_with(owner, self._cell, nonlinearity)
         self.input_size = _positive_int(owner, "input_size", input_size)
         self.hidden_size = H = _positive_int(owner, "hidden_size", hidden_size)
         dtype = _float_dtype(owner, dtype)
@@ -876,18 +870,6 @@ class RNNCell(_RecurrentCell):
         + _CELL_DOC.format(call="h = cell(x, h)", state="h", gates=1)
     )
     _cell = CELL_MATH["rnn"]
-
-    def __init__(
-        self,
-        input_size: int,
-        hidden_size: int,
-        dtype: Any = None,
-        generator: np.random.Generator | None = None,
-        *,
-        nonlinearity: str = "tanh",
-    ):
-        object.__setattr__(self, "_cell", _rnn_math(type(self).__name__, nonlinearity))
-        super().__init__(input_size, hidden_size, dtype, generator)
 
 
 class LSTMCell(_RecurrentCell):
