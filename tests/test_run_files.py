@@ -15,7 +15,7 @@ from test_cli import assert_one_line_error, cli, short_sine_run
 from test_trainer import assert_same_weights, interrupt_on_step, make_stateless, weights
 
 from tinygrad_rnn import checkpoint
-from tinygrad_rnn.cli import UsageError, _claim_new_run_dir, _run_lock
+from tinygrad_rnn.rundir import RunDirectory, RunDirectoryError
 from tinygrad_rnn.train import plots
 from tinygrad_rnn.train.trainer import CheckpointWriteError
 
@@ -39,19 +39,68 @@ def test_an_out_that_is_a_file_or_under_one_is_refused_before_training(tmp_path)
 
 
 def test_default_run_directories_started_in_one_second_are_distinct(tmp_path):
-    first = _claim_new_run_dir(tmp_path / "runs" / "sine-20261128-120000", given=False)
-    second = _claim_new_run_dir(tmp_path / "runs" / "sine-20261128-120000", given=False)
-    assert first.name == "sine-20261128-120000" and second.name == "sine-20261128-120000-2"
-    assert first.is_dir() and second.is_dir()
+    stamp = tmp_path / "runs" / "sine-20261128-120000"
+    first, second = (RunDirectory.claim_new(stamp, given=False) for _ in range(2))
+    assert first.path.name == "sine-20261128-120000"
+    assert second.path.name == "sine-20261128-120000-2"
+    assert first.path.is_dir() and second.path.is_dir()
 
 
 def test_a_run_directory_in_use_is_refused_to_a_second_trainer(tmp_path):
-    with _run_lock(tmp_path, holder=True):
-        with pytest.raises(UsageError, match="is in use: another tinygrad-rnn process"):
-            with _run_lock(tmp_path, holder=True):
-                pass
-    with _run_lock(tmp_path, holder=True):  # released: free again
-        pass
+    holder = RunDirectory(tmp_path)
+    holder.lock()
+    with pytest.raises(RunDirectoryError, match="is in use: another tinygrad-rnn process"):
+        RunDirectory(tmp_path).lock()
+    holder.release()
+    again = RunDirectory(tmp_path)  # released: free again
+    again.lock()
+    again.release()
+
+
+def test_a_lock_needs_no_write_access_to_the_lock_file(tmp_path, monkeypatch):
+    """Another user's .lock (0644) blocked a resume in a shared folder: the lock file is
+    opened read-only (a flock needs no write access). Root may write anything, so the
+    open's flags are what is checked."""
+    opened = []
+    real_open = os.open
+
+    def spy(path, flags, *args):
+        opened.append(flags)
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(os, "open", spy)
+    run = RunDirectory(tmp_path)
+    run.lock()
+    run.release()
+    assert opened and all(flags & (os.O_WRONLY | os.O_RDWR | os.O_APPEND) == 0 for flags in opened)
+
+
+def test_a_file_system_without_locks_trains_unlocked_with_a_warning(tmp_path, monkeypatch,
+                                                                    capsys):  # fmt: skip
+    import fcntl
+
+    def no_locks(fd, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    run = RunDirectory(tmp_path)
+    run.lock()
+    assert run.locked and "cannot be locked" in capsys.readouterr().err
+
+
+def test_a_lock_file_removed_while_locking_is_not_a_lock(tmp_path, monkeypatch):
+    # a refused run gave the folder up (its .lock removed) between our open and our lock
+    import fcntl
+
+    real_flock = fcntl.flock
+
+    def flock_after_removal(fd, operation):
+        (tmp_path / ".lock").unlink(missing_ok=True)
+        return real_flock(fd, operation)
+
+    monkeypatch.setattr(fcntl, "flock", flock_after_removal)
+    with pytest.raises(RunDirectoryError, match="changed while it was being locked"):
+        RunDirectory(tmp_path).lock()
 
 
 def test_resuming_an_older_checkpoint_file_never_overwrites_the_runs_latest(tmp_path):
@@ -223,3 +272,7 @@ def test_a_new_run_refused_before_writing_leaves_no_folder_behind(tmp_path):
         assert_one_line_error(result, "embedding")
     assert not made.exists()
     assert existing.is_dir() and list(existing.iterdir()) == []
+    nested = tmp_path / "a" / "b" / "c"  # the folders made on the way go too
+    assert_one_line_error(cli("train", "sine", "--embedding-std", "1", "--out", str(nested)),
+                          "embedding")  # fmt: skip
+    assert not (tmp_path / "a").exists()

@@ -15,24 +15,17 @@ Bad arguments exit with status 2 and one clear line on stderr, no traceback.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import functools
 import json
 import math
 import os
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
 from .backend import BackendUnavailableError, available_backends, use_backend
-
-try:
-    import fcntl
-except ImportError:  # not POSIX: run directories go unlocked
-    fcntl = None
+from .rundir import RunDirectory, RunDirectoryError
 
 
 class UsageError(Exception):
@@ -169,7 +162,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
         opts.quiet = args.quiet
         out = path.parent
         _refuse_overwriting_a_newer_checkpoint(path)
-        claim = None
     else:
         if not args.recipe:
             raise UsageError("train needs a RECIPE (or --resume DIR)")
@@ -179,44 +171,36 @@ def _cmd_train(args: argparse.Namespace) -> int:
         check_options(recipe, opts)
         stamp = time.strftime("%Y%m%d-%H%M%S")
         out = Path(args.out) if args.out else Path("runs") / f"{recipe}-{stamp}"
-        claim = functools.partial(_claim_new_run_dir, out, given=bool(args.out))
     # Rank 0 alone claims the directory and takes its lock; every rank gets its answer,
     # a refusal included, so none waits in a collective for a rank that has left.
     holder = communicator is None or communicator.rank == 0
-    existed = out.exists()
+    run_dir: RunDirectory | None = None
     answer: tuple[str, str | None] = (str(out), None)
-    lock = contextlib.ExitStack()
-    locked = False  # by this process: only then may a refused new run tidy the folder up
     if holder:
         try:
-            claimed = claim() if claim is not None else out
-            lock.enter_context(_run_lock(claimed, holder))
-            locked = True
-            answer = (str(claimed), None)
-        except (UsageError, OSError) as err:
+            if args.resume:
+                run_dir = RunDirectory(out)
+                run_dir.check_writable(f"--resume: {out} must be writable to continue the run")
+            else:
+                run_dir = RunDirectory.claim_new(out, given=bool(args.out))
+            run_dir.lock()
+            answer = (str(run_dir.path), None)
+        except (RunDirectoryError, OSError) as err:
             answer = (str(out), str(err))
     if communicator is not None:  # one run directory: rank 0's
         answer = communicator.broadcast_object(answer, "the run directory")
     out = Path(answer[0])
     try:
-        with lock:
-            if answer[1] is not None:
-                raise UsageError(answer[1])
-            return _train_run(args, communicator, recipe, opts, out, path if args.resume else None)
+        if answer[1] is not None:
+            raise UsageError(answer[1])
+        return _train_run(args, communicator, recipe, opts, out, path if args.resume else None)
     except BaseException:
-        if claim is not None and locked:  # a new run refused before it wrote anything
-            _remove_if_unused(out, remove_folder=not existed or out != Path(args.out or ""))
+        if run_dir is not None and not args.resume:  # a new run refused before it wrote
+            run_dir.tidy_if_unused()
         raise
-
-
-def _remove_if_unused(out: Path, remove_folder: bool) -> None:
-    """Leave no trace of a new run that stopped before writing a file: its lock goes, and
-    the folder too when this run made it."""
-    with contextlib.suppress(OSError):
-        if {p.name for p in out.iterdir()} <= {".lock"}:
-            (out / ".lock").unlink(missing_ok=True)
-            if remove_folder:
-                out.rmdir()
+    finally:
+        if run_dir is not None:
+            run_dir.release()
 
 
 def _train_run(args, communicator, recipe: str, opts, out: Path, resume_from: Path | None) -> int:
@@ -262,48 +246,6 @@ def _train_run(args, communicator, recipe: str, opts, out: Path, resume_from: Pa
     return 0
 
 
-def _claim_new_run_dir(out: Path, given: bool) -> Path:
-    """A new run's directory, made now and checked writable before any training.
-
-    A given --out must not hold a run already (its checkpoint would be overwritten);
-    the default runs/RECIPE-TIMESTAMP gets -2, -3, ... when another run started in the
-    same second.
-    """
-    if not given:
-        candidate, n = out, 1
-        try:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            while True:
-                try:
-                    candidate.mkdir(exist_ok=False)
-                    break
-                except FileExistsError:
-                    n += 1
-                    candidate = out.with_name(f"{out.name}-{n}")
-        except OSError as err:  # runs/ is a file, the folder is not writable, ...
-            raise UsageError(f"cannot make the run directory {candidate}: {err}") from None
-        out = candidate
-    else:
-        if out.exists() and not out.is_dir():
-            raise UsageError(f"--out {out}: expected a directory; got a file")
-        held = [name for name in ("checkpoint.npz", "metrics.json") if (out / name).exists()]
-        if held:
-            raise UsageError(
-                f"--out {out} already holds a run ({', '.join(held)}); continue it with "
-                f"`tinygrad-rnn train --resume {out}`, or give another --out"
-            )
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise UsageError(f"--out {out}: cannot make the directory: {err}") from None
-    try:  # writable? found now, not at the first checkpoint after the training
-        with tempfile.TemporaryFile(dir=out):
-            pass
-    except OSError as err:
-        raise UsageError(f"--out {out}: expected a writable directory: {err}") from None
-    return out
-
-
 def _refuse_overwriting_a_newer_checkpoint(path: Path) -> None:
     """--resume FILE saves into FILE's folder as checkpoint.npz: refused when that is
     another checkpoint, which the resumed run would replace."""
@@ -317,26 +259,6 @@ def _refuse_overwriting_a_newer_checkpoint(path: Path) -> None:
         f"--resume {path}: the run would save into {latest}, which holds another checkpoint "
         f"(step {step}); copy {path.name} as checkpoint.npz into a new folder and resume that"
     )
-
-
-@contextlib.contextmanager
-def _run_lock(out: Path, holder: bool) -> Iterator[None]:
-    """Hold `out` for this process while it trains there (two runs into one directory
-    would overwrite each other's checkpoints). An advisory lock, POSIX only."""
-    if not holder or fcntl is None:
-        yield
-        return
-    with open(out / ".lock", "a") as handle:
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            raise UsageError(
-                f"{out} is in use: another tinygrad-rnn process is training there"
-            ) from None
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 # What a resumed run may change: how far it goes, and how it reports. Everything else is

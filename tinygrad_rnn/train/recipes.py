@@ -360,13 +360,19 @@ def _wavegen(opts: Options, rec: Recipe) -> Prepared:
 def _ptb(opts: Options, rec: Recipe) -> Prepared:
     try:
         corpus = D.load_ptb(opts.data or None)
-    except D.DataNotFoundError as err:  # said the command line's way, with a way to fetch
+    except D.DataNotFoundError:  # said the command line's way, with a way to fetch them
+        if opts.data:
+            where = f"in {opts.data}"
+        elif os.environ.get(D.DATA_ENV):
+            where = f"under ${D.DATA_ENV} ({os.environ[D.DATA_ENV]})"
+        else:
+            where = f"(no --data, and ${D.DATA_ENV} is not set)"
         cache = os.path.join(D.default_cache_dir(), "ptb")
         raise D.DataNotFoundError(
-            f"{str(err).split('. Set ')[0]}. Give --data with the folder of the three files, "
-            f"or set {D.DATA_ENV} to a folder holding ptb/. To download them (SHA-256 "
-            "checked): python -c 'import tinygrad_rnn as tr; tr.data.load_ptb(download=True)'"
-            f", then --data {cache}"
+            f"the Penn Treebank files (ptb.train.txt, ptb.valid.txt, ptb.test.txt) are not "
+            f"found {where}. Give --data with their folder, or set {D.DATA_ENV} to a folder "
+            "holding ptb/. To download them (SHA-256 checked): python -c 'import "
+            f"tinygrad_rnn as tr; tr.data.load_ptb(download=True)', then --data {cache}"
         ) from None
     V = len(corpus.vocab)
     large = opts.large
