@@ -268,3 +268,19 @@ def test_mismatched_sample_counts_are_refused():
 def test_bad_batch_size_is_refused():
     with pytest.raises(ValueError, match="batch_size"):
         DataLoader(*_data(4), 0)
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_no_batch_is_empty_when_the_batch_size_divides_the_samples(shuffle):
+    """Without drop_last the last batch is the remainder, so when batch_size divides N there
+    are exactly N / batch_size full batches. Caught: len() as n // batch_size + 1, which
+    yields a trailing empty batch (a trainer then divides by a zero count, or a model sees
+    (0, ...) inputs); the every-sample-once test cannot see it, an empty batch adds no ids."""
+    x, y = _data(12)
+    loader = DataLoader(x, y, 4, shuffle=shuffle, seed=0)
+    assert len(loader) == 3
+    batches = _epoch(loader)
+    assert [len(yb) for _, yb in batches] == [4, 4, 4]
+    sharded = DataLoader(x, y, 3, shuffle=shuffle, seed=0, shard=(1, 2))  # 6 samples a rank
+    assert len(sharded) == 2
+    assert [len(yb) for _, yb in _epoch(sharded)] == [3, 3]

@@ -147,3 +147,31 @@ def test_errors_name_the_problem(tmp_path):
         load_seq2seq(bad)
     with pytest.raises(ValueError, match="test_fraction"):
         load_seq2seq(bad, test_fraction=1.0)
+
+
+@pytest.mark.parametrize(
+    "lines, fraction, n_test", [(7, 0.5, 3), (10, 0.25, 2), (9, 0.1, 0), (10, 0.3, 3)]
+)
+def test_the_test_split_holds_floor_of_n_times_the_fraction(tmp_path, lines, fraction, n_test):
+    """The held-out share is floor(N * test_fraction) lines, as documented. The shared
+    addition set (50,000 lines x 0.1)
+    splits exactly, so it cannot tell floor from ceil or from round: caught, a ceil that
+    held out 4 of 7 lines at 0.5."""
+    path = tmp_path / "pairs.txt"
+    path.write_text("".join(f"{i}+{i}_{2 * i}\n" for i in range(lines)), encoding="utf-8")
+    data = load_seq2seq(path, test_fraction=fraction)
+    assert len(data.x_test) == len(data.t_test) == n_test
+    assert len(data.x_train) == len(data.t_train) == lines - n_test
+
+
+def test_trailing_spaces_of_an_answer_are_kept_as_padding(tmp_path):
+    """Spaces are padding, not noise: a file whose answers are padded wider than any of them
+    keeps that width (Ta counts the start token and every space), so a model trained on it
+    decodes as many steps as the file says. Caught: read_pairs stripping all trailing
+    whitespace instead of only the line ending, which shrank Ta from 5 to 3 here; the
+    shared sets have an answer as wide as their padding, so they cannot show it."""
+    path = tmp_path / "pairs.txt"
+    path.write_text("1+1_2   \r\n5+5_10  \n", encoding="utf-8")
+    data = load_seq2seq(path, test_fraction=0.0)
+    assert data.t_train.shape == (2, 5)
+    assert sorted(data.decode(data.t_train)) == ["_10  ", "_2   "]

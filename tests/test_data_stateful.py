@@ -226,3 +226,21 @@ def test_lane_range_needs_an_even_split():
         lane_range(8, 4, 4)
     with pytest.raises(ValueError, match="rank must be an integer, got 0.5"):
         lane_range(4, 0.5, 2)
+
+
+def test_only_the_first_iteration_after_load_resumes_even_if_it_stops_early():
+    """A saved position is consumed by the first iter() after load_state_dict: if that
+    resumed epoch is abandoned part-way (an exception, a break), the next iter() starts a
+    fresh epoch at batch 0. Caught: a _resume flag never cleared, so every later iter()
+    kept continuing from wherever the last one stopped, skipping the epoch's first batches."""
+    batcher = StatefulBatcher(np.arange(101), 4, 5)  # jump 25, 5 batches
+    full = [x.copy() for x, _ in batcher]
+    state = {**batcher.state_dict(), "next_batch": 2}
+    batcher.load_state_dict(state)
+    it = iter(batcher)
+    np.testing.assert_array_equal(next(it)[0], full[2])  # resumed at the saved batch
+    del it  # abandoned after one batch: _next is 3
+    again = [x for x, _ in batcher]
+    assert len(again) == len(full)
+    for a, b in zip(again, full):
+        np.testing.assert_array_equal(a, b)

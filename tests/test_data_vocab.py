@@ -112,3 +112,13 @@ def test_decode_refuses_ids_outside_the_vocabulary():
 def test_bad_vocabularies_are_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):
         Vocab(**kwargs)
+
+
+def test_freq_order_breaks_ties_by_first_appearance():
+    """order="freq": most frequent first, and tokens seen equally often keep the order in
+    which they first appeared (documented, and what makes the ids stable). The existing
+    order test has no ties; caught: ties broken alphabetically (a (-count, token) key)."""
+    vocab = Vocab.build("zeta b zeta alpha b mu alpha", level="word", unk=None, order="freq")
+    assert vocab.id_to_token == ("zeta", "b", "alpha", "mu")
+    chars = Vocab.build("dcbadcb", level="char", unk=None, order="freq")
+    assert chars.id_to_token == ("d", "c", "b", "a")

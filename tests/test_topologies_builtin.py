@@ -736,3 +736,128 @@ def test_evaluate_gives_each_module_its_own_mode_back():
     model.dropout.eval()  # a mixed setting of the caller's
     trainer.evaluate((X, np.zeros((6, 1), np.float32)))
     assert model.training and model.rnn.training and not model.dropout.training
+
+
+@pytest.mark.parametrize("peeky", [False, True], ids=["plain", "peeky"])
+def test_seq2seq_attention_head_reads_context_then_h_then_peek(peeky):
+    """The head's input is [context, h] (then the peeked summary), as the model documents:
+    recomputed here from the model's own layers, with the attention done in NumPy.
+    Checkpoints and the textbook's weights depend on that column order; a model built as
+    [h, context] trains just as well, so only a reference like this can tell them apart."""
+    tr.manual_seed(0)
+    topology = topologies.create("seq2seq", attention=True, peeky=peeky)
+    model = topology.build(token_spec(num_layers=2))
+    rng = np.random.default_rng(1)
+    questions = rng.integers(0, 7, (3, 5))
+    answers = rng.integers(0, 7, (3, 4))
+    with tr.no_grad():
+        logits = to_host(topology.loss(model, questions, answers).outputs)
+        encoded, state = model.encode(questions)
+        h_state = state[0] if isinstance(state, tuple) else state
+        summary = to_host(h_state)[-1]  # top layer's h, (N, H)
+        x = to_host(model.dec_embedding(answers[:, :-1]))
+        peek = np.repeat(summary[:, None], x.shape[1], axis=1)
+        if peeky:
+            x = np.concatenate([x, peek], axis=2)
+        out, _ = model.decoder(tr.tensor(x.astype(np.float32)), state)
+        out, enc = to_host(out), to_host(encoded)
+        scores = out @ enc.transpose(0, 2, 1)  # (N, T, Tq)
+        weights = np.exp(scores - scores.max(-1, keepdims=True))
+        weights /= weights.sum(-1, keepdims=True)
+        parts = [weights @ enc, out] + ([peek] if peeky else [])
+        expected = to_host(model.head(tr.tensor(np.concatenate(parts, 2).astype(np.float32))))
+    np.testing.assert_allclose(logits, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_synced_regression_counts_steps_not_features():
+    """A regression batch weighs in the trainer's means by its scored steps, N x T, like a
+    token batch, however many features each step has. Caught: counting every value
+    (N x T x F), which over-weights multi-feature batches and inflates steps/s."""
+    tr.manual_seed(0)
+    topo = topologies.create("synced", stateful=False)
+    model = topo.build(ModelSpec(cell="gru", hidden_size=5, input_size=2, output_size=3))
+    rng = np.random.default_rng(0)
+    inputs = rng.standard_normal((4, 6, 2)).astype(np.float32)
+    targets = rng.standard_normal((4, 6, 3)).astype(np.float32)
+    assert topo.loss(model, inputs, targets).count == 24
+    stateful = topologies.create("synced")
+    assert stateful.loss(stateful.build(model.spec), inputs, targets).count == 24
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_one_to_many_state_starts_from_the_condition_in_every_layer_and_a_zero_cell(cell):
+    """The condition sets h = tanh(Linear(condition)) in every layer, and an LSTM's cell
+    state starts at zero (the class docstring). Generation and teacher forcing both start
+    from initial_state, so they agree with each other whatever it returns: caught, an LSTM
+    started with c = h, and only the first layer conditioned."""
+    tr.manual_seed(0)
+    topology = topologies.create("one-to-many")
+    spec = ModelSpec(cell=cell, hidden_size=6, input_size=2, output_size=2, num_layers=2,
+                     extra={"condition_size": 3})  # fmt: skip
+    model = topology.build(spec)
+    condition = np.random.default_rng(0).standard_normal((4, 3)).astype(np.float32)
+    with tr.no_grad():
+        state = model.initial_state(tr.tensor(condition))
+        h0 = np.tanh(to_host(model.init_state(tr.tensor(condition))))
+    h, c = state if cell == "lstm" else (state, None)
+    assert to_host(h).shape == (2, 4, 6)
+    for layer in range(2):
+        np.testing.assert_allclose(to_host(h)[layer], h0, rtol=1e-6, atol=1e-7)
+    if c is not None:
+        assert to_host(c).shape == (2, 4, 6) and not np.any(to_host(c))
+
+
+def test_one_to_many_regression_counts_steps_not_features():
+    """one-to-many counts its scored steps, N x T (count_unit "steps"), also for a
+    multi-feature real-valued sequence. Caught: counting every value, N x T x F, which
+    over-weights such batches in the trainer's means; the existing tests use ids or F = 1."""
+    tr.manual_seed(0)
+    topology = topologies.create("one-to-many")
+    model = topology.build(
+        ModelSpec(hidden_size=5, input_size=3, output_size=3, extra={"condition_size": 2})
+    )
+    rng = np.random.default_rng(0)
+    condition = rng.standard_normal((4, 2)).astype(np.float32)
+    targets = rng.standard_normal((4, 6, 3)).astype(np.float32)
+    assert topology.loss(model, condition, targets).count == 24
+
+
+def test_inference_records_no_tape(monkeypatch):
+    """predict and generate run without a tape: every head output is computed with
+    gradients off, so a long generation keeps no graph alive (and parameters' grads stay
+    untouched). The eval-mode test cannot see this: the predictions are the same numbers
+    with or without a tape. Caught: inference() switching to eval mode but not no_grad."""
+    from topologies.base import Head, inference
+
+    seen = []
+    forward = Head.forward
+
+    def spy(self, h):
+        out = forward(self, h)
+        seen.append((tr.is_grad_enabled(), out.requires_grad))
+        return out
+
+    monkeypatch.setattr(Head, "forward", spy)
+    for topology, spec, infer in inference_cases():
+        tr.manual_seed(0)
+        model = topology.build(spec)
+        seen.clear()
+        infer(topology, model)
+        assert seen and not any(enabled or grad for enabled, grad in seen), topology
+    with inference(model):
+        assert not tr.is_grad_enabled()
+    assert tr.is_grad_enabled()  # and switched back on afterwards
+
+
+def test_targets_like_gives_real_targets_the_outputs_dtype_and_keeps_ids_integer():
+    """targets_like is the contract a plugin's loss relies on: real-valued targets take the
+    outputs' dtype (float64 data against a float32 model), class ids stay integers. The
+    built-in MSE casts again by itself, so no built-in loss shows a float64 leak."""
+    from topologies import targets_like
+
+    outputs = tr.tensor(np.zeros((2, 3), dtype=np.float32))
+    values = targets_like(np.ones((2, 3), dtype=np.float64), outputs)
+    assert values.dtype == np.float32 and not values.requires_grad
+    classes = targets_like(np.array([1, 2], dtype=np.int64), outputs)
+    assert classes.dtype.kind == "i"
+    assert targets_like(tr.tensor(np.ones((2, 3))), outputs).dtype == np.float32

@@ -205,3 +205,28 @@ def test_a_plugin_imported_directly_while_another_thread_discovers_does_not_dead
     result = run_python(code, root)
     assert result.returncode == 0, result.stderr
     assert "listed True" in result.stdout and "imported MeanOverTime" in result.stdout
+
+
+def test_unregister_removes_the_aliases_too():
+    """unregister drops a topology and every alias of it: an alias left behind would point
+    at the canonical name, so the next class registered under that name (a plugin reload,
+    another test) would silently answer to the old aliases too, and list them as its own."""
+
+    class Old(topologies.Topology):
+        """Old."""
+
+    class New(topologies.Topology):
+        """New."""
+
+    topologies.register("test-unregister", aliases=("test-unregister-alias",))(Old)
+    assert topologies.get("test-unregister-alias") is Old
+    topologies.unregister("test-unregister")
+    with pytest.raises(topologies.TopologyNotFoundError):
+        topologies.get("test-unregister-alias")
+    topologies.register("test-unregister")(New)
+    try:
+        assert New.aliases == ()
+        with pytest.raises(topologies.TopologyNotFoundError):
+            topologies.get("test-unregister-alias")
+    finally:
+        topologies.unregister("test-unregister")
