@@ -400,3 +400,28 @@ def test_a_save_is_on_disk_before_it_replaces_the_old_checkpoint(tmp_path, monke
                         lambda a, b: (calls.append("replace"), replace(a, b)))  # fmt: skip
     tr.save(tmp_path / "m.npz", TinyLM(seed=0))
     assert calls[:2] == ["fsync", "replace"]
+
+
+# ---- mutation audit (s7) ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("key", ["tied", "optimizer", "extra"])
+def test_a_metadata_entry_of_the_wrong_kind_is_refused_naming_it(tmp_path, key):
+    """A tampered 'tied' map (a list, say) was read as "no ties": a tied model then got
+    its decoder from no stored key, or silently untied. Each of the three entries must be
+    a dict or null; only 'extra' was tried (through the CLI), so dropping 'tied' from the
+    check passed."""
+    path = tmp_path / "m.npz"
+    tr.save(path, TinyLM(seed=0))
+    with np.load(path) as stored:
+        members = {k: stored[k] for k in stored.files}
+    meta = json.loads(members["__meta__"].tobytes().decode("utf-8"))
+    meta[key] = [["decoder.weight", "embedding.weight"]]
+    members["__meta__"] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
+    np.savez(path, **members)
+    model = TinyLM(seed=1)
+    before = _host_state(model)
+    with pytest.raises(CheckpointError, match=f"the metadata's '{key}' must be a dict or null; "
+                                              "got list"):  # fmt: skip
+        tr.load(path, model)
+    _assert_same_state(before, _host_state(model))

@@ -432,3 +432,16 @@ def test_out_of_tree_plugin_is_listed_and_trains_from_the_cli(tmp_path):
     assert result.returncode == 0, result.stderr
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["config"]["topology_name"] == "mean-over-time"
+
+
+# ---- mutation audit (s7) ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("spelling", ["none", "None", "NONE", " none "])
+def test_max_steps_none_is_taken_in_any_case(spelling):
+    """`--max-steps None` (as Python prints it) lifts the limit like `none`: the parser
+    folds case and spaces. Only the lower-case spelling was tried, so an exact match passed."""
+    from tinygrad_rnn.cli import NO_STEP_LIMIT, build_parser
+
+    args = build_parser().parse_args(["train", "sine", "--max-steps", spelling])
+    assert args.max_steps == NO_STEP_LIMIT

@@ -131,3 +131,23 @@ def test_a_python_number_beside_an_integer_tensor_promotes_as_in_numpy(dtype, sc
     data = np.array([1, 0, 1], dtype=dtype)
     for op in (lambda a, b: a * b, lambda a, b: a + b, lambda a, b: b - a):
         assert op(tr.tensor(data), scalar).dtype == op(data, scalar).dtype
+
+
+# ---- mutation audit (s7) ---------------------------------------------------------------
+
+
+ONE_INPUT_OPS = {  # every one-input op, with the arguments it needs after x
+    "neg": (), "pow": (2.0,), "sum": (), "mean": (), "max": (), "reshape": ((-1,),),
+    "transpose": (), "getitem": (0,), "split": (2,), "exp": (), "log": (), "tanh": (),
+    "sigmoid": (), "relu": (), "clip": (0.0, 1.0), "softmax": (), "log_softmax": (),
+    "astype": (np.float32,),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(ONE_INPUT_OPS))
+def test_every_one_input_op_names_an_ndarray_argument(name):
+    """Each one-input op refuses a raw array by name (an ndarray's own `.data` is a
+    memoryview, which made the error a puzzle). The existing test tried six of the
+    eighteen, so an op that lost its check (clip, say) passed."""
+    with pytest.raises(TypeError, match=f"op '{name}' needs a Tensor; got ndarray"):
+        getattr(tr.ops, name)(np.ones((2, 4)), *ONE_INPUT_OPS[name])

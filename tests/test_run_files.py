@@ -244,6 +244,19 @@ def test_a_resume_refused_for_a_bad_counter_changes_nothing(tmp_path):
     )
 
 
+def test_evaluate_refuses_a_checkpoint_with_non_finite_weights_in_one_line(tmp_path):
+    out = tmp_path / "run"
+    short_sine_run(out)
+    path = out / "checkpoint.npz"
+    with np.load(path) as loaded:
+        arrays = {k: loaded[k] for k in loaded.files}
+    name = next(k for k in arrays if k.startswith("param/"))
+    arrays[name] = np.full_like(arrays[name], np.inf)
+    with open(path, "wb") as file:
+        checkpoint._write_npz(file, arrays)
+    assert_one_line_error(cli("evaluate", str(out)), "holds nan or inf")
+
+
 def test_non_finite_weights_load_as_written_but_never_resume(tmp_path):
     trainer = make_stateless(tmp_path, epochs=1)
     trainer.fit()
@@ -275,4 +288,72 @@ def test_a_new_run_refused_before_writing_leaves_no_folder_behind(tmp_path):
     nested = tmp_path / "a" / "b" / "c"  # the folders made on the way go too
     assert_one_line_error(cli("train", "sine", "--embedding-std", "1", "--out", str(nested)),
                           "embedding")  # fmt: skip
+    assert not (tmp_path / "a").exists()
+
+
+# ---- mutation audit (s7): run-directory rules the suite did not pin -------------------
+# Needs nothing beyond test_run_files.py's imports (errno, pytest, RunDirectory,
+# RunDirectoryError); tempfile is imported inside the test that patches it.
+
+
+def test_an_out_holding_only_a_metrics_json_already_holds_a_run(tmp_path):
+    """metrics.json alone is a run too (one that validated, or another run's report): a
+    new run writing its own there would mix two runs' records. Only checkpoint.npz was
+    checked by the suite, so dropping metrics.json from the run files passed."""
+    (tmp_path / "metrics.json").write_text("{}")
+    with pytest.raises(RunDirectoryError, match=r"already holds a run \(metrics\.json\)"):
+        RunDirectory.claim_new(tmp_path, given=True)
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
+
+
+@pytest.mark.parametrize("given", [True, False])
+def test_a_new_run_into_a_folder_it_cannot_write_is_refused_before_training(tmp_path,
+                                                                          monkeypatch, given):
+    """A folder that exists but cannot be written (a read-only mount, another user's)
+    must be refused when it is claimed, not after the first epoch's checkpoint fails.
+    Root writes anything, so the file system's refusal is simulated; no test checked the
+    claim's writability at all (dropping the check passed)."""
+    import tempfile
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", read_only)
+    with pytest.raises(RunDirectoryError, match="expected a writable directory.*Read-only"):
+        RunDirectory.claim_new(tmp_path / "run", given=given)
+
+
+def test_tidying_a_run_that_wrote_something_keeps_its_files_and_its_lock(tmp_path):
+    """tidy_if_unused runs on every way a new run ends badly, a Ctrl-C after its first
+    checkpoint included: a folder holding anything but the lock is in use, and its .lock
+    must stay (removed while held, a second process could lock a fresh .lock beside us).
+    Tidying unconditionally passed the suite."""
+    run = RunDirectory.claim_new(tmp_path / "run", given=True)
+    run.lock()
+    (run.path / "checkpoint.npz").write_bytes(b"written")
+    run.tidy_if_unused()
+    assert sorted(p.name for p in run.path.iterdir()) == [".lock", "checkpoint.npz"]
+    run.release()
+    unused = RunDirectory.claim_new(tmp_path / "unused", given=True)
+    unused.lock()
+    unused.tidy_if_unused()  # nothing written: the folder it made goes
+    unused.release()
+    assert not (tmp_path / "unused").exists()
+
+
+def test_a_ctrl_c_before_a_new_run_writes_leaves_no_folder_behind(tmp_path, monkeypatch):
+    """A Ctrl-C while the recipe is prepared (PTB's vocabulary takes seconds) is a new
+    run that stopped before writing: like a refusal, it must take away the folders it
+    made. Every test stopped the run with an Exception, so tidying on `except Exception`
+    (a KeyboardInterrupt skipping it) passed."""
+    from tinygrad_rnn import cli as command
+    from tinygrad_rnn.train import recipes
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(recipes, "prepare", interrupted)
+    out = tmp_path / "a" / "run"
+    with pytest.raises(KeyboardInterrupt):
+        command.main(["train", "sine", "--max-steps", "2", "--quiet", "--out", str(out)])
     assert not (tmp_path / "a").exists()

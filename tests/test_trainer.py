@@ -378,8 +378,9 @@ def test_ctrl_c_saves_a_checkpoint_that_resumes_exactly(tmp_path):
     assert_same_weights(weights(full.model), weights(resumed.model))
 
 
+@pytest.mark.parametrize("call", [1, 5], ids=["first-step", "fifth-step"])
 @pytest.mark.parametrize("bits", [None, np.random.PCG64], ids=["library", "own"])
-def test_ctrl_c_after_a_steps_forward_drew_its_dropout_resumes_exactly(tmp_path, bits):
+def test_ctrl_c_after_a_steps_forward_drew_its_dropout_resumes_exactly(tmp_path, bits, call):
     """The forward draws the step's dropout masks before the step counts: a Ctrl-C in
     its backward must save the generators as they were before those draws (they were
     saved as they are, and the resumed run redid the step with other masks)."""
@@ -392,7 +393,7 @@ def test_ctrl_c_after_a_steps_forward_drew_its_dropout_resumes_exactly(tmp_path,
     def loss_then_interrupt(*args, **kwargs):
         out = original_loss(*args, **kwargs)  # the masks are drawn
         calls["n"] += 1
-        if calls["n"] == 5:
+        if calls["n"] == call:
             raise KeyboardInterrupt
         return out
 
@@ -401,7 +402,7 @@ def test_ctrl_c_after_a_steps_forward_drew_its_dropout_resumes_exactly(tmp_path,
         interrupted.fit()
     resumed = make_with_dropout(tmp_path / "cut", bits)
     resumed.resume(tmp_path / "cut")
-    assert resumed.step == 4
+    assert resumed.step == call - 1
     resumed.fit()
     assert_same_weights(weights(full.model), weights(resumed.model))
 
@@ -608,3 +609,19 @@ def test_a_resumed_run_shows_its_epochs_progress_from_the_resumed_step(tmp_path,
     total = len(resumed.loader)
     assert lines[0].split("step ")[1].startswith(f"4/{total} ")
     assert lines[-1].split("step ")[1].startswith(f"{total}/{total} ")
+
+
+# ---- mutation audit (s7) ---------------------------------------------------------------
+
+
+def test_a_save_after_fit_takes_the_random_states_as_they_are_then(tmp_path):
+    """While fitting, a checkpoint takes the random states of the last counted step; once
+    fit has returned, a save (a user's, or one after more draws) must take them as they
+    are. Keeping fit's snapshot past its end passed the suite: the states of a run
+    continued after fit were rewound on resume."""
+    from tinygrad_rnn.random import default_generator, get_rng_state
+
+    trainer = make_stateless(tmp_path, epochs=1)
+    trainer.fit()
+    default_generator().random(5)  # draws after fit
+    assert trainer.training_state()["rng"] == get_rng_state()

@@ -146,3 +146,24 @@ def test_set_cache_bytes_bounds_both_caches_and_names_a_bad_value():
         workspace.POOL.max_bytes, workspace._RECYCLER.max_bytes = before
     workspace.clear_caches()
     assert workspace.POOL._count == workspace.POOL._bytes == workspace._RECYCLER._bytes == 0
+
+
+# ---- mutation audit (s7) ---------------------------------------------------------------
+
+
+def test_a_steady_take_and_give_back_loop_keeps_the_pools_byte_count_exact():
+    """The steady loop the pool is for: take a workspace, give it back, many times. A
+    take must subtract what its give_back added, or the count only grows and the pool
+    soon evicts every other workspace as if over its bound. The existing test took once
+    after a give_back, so a take that forgot the bytes passed."""
+    pool = WorkspacePool(max_free=10, max_bytes=1000)
+    other = pool.take("other", np)
+    other.empty("a", (100,), np.float32)  # 400 bytes
+    pool.give_back(other)
+    for _ in range(5):
+        workspace = pool.take("loop", np)
+        workspace.empty("a", (100,), np.float32)  # 400 bytes
+        pool.give_back(workspace)
+        assert pool._bytes == 800 and pool._count == 2
+    assert pool.take("other", np) is other  # 800 <= 1000: never evicted
+    assert pool._bytes == 400
