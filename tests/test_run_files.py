@@ -244,16 +244,21 @@ def test_a_resume_refused_for_a_bad_counter_changes_nothing(tmp_path):
     )
 
 
-def test_evaluate_refuses_a_checkpoint_with_non_finite_weights_in_one_line(tmp_path):
-    out = tmp_path / "run"
-    short_sine_run(out)
-    path = out / "checkpoint.npz"
+def fill_first_parameter(path, value) -> str:
+    """Rewrite a checkpoint with its first stored parameter all `value`; its name."""
     with np.load(path) as loaded:
         arrays = {k: loaded[k] for k in loaded.files}
     name = next(k for k in arrays if k.startswith("param/"))
-    arrays[name] = np.full_like(arrays[name], np.inf)
+    arrays[name] = np.full_like(arrays[name], value)
     with open(path, "wb") as file:
         checkpoint._write_npz(file, arrays)
+    return name
+
+
+def test_evaluate_refuses_a_checkpoint_with_non_finite_weights_in_one_line(tmp_path):
+    out = tmp_path / "run"
+    short_sine_run(out)
+    fill_first_parameter(out / "checkpoint.npz", np.inf)
     assert_one_line_error(cli("evaluate", str(out)), "holds nan or inf")
 
 
@@ -261,12 +266,7 @@ def test_non_finite_weights_load_as_written_but_never_resume(tmp_path):
     trainer = make_stateless(tmp_path, epochs=1)
     trainer.fit()
     path = tmp_path / "checkpoint.npz"
-    with np.load(path) as loaded:
-        arrays = {k: loaded[k] for k in loaded.files}
-    name = next(k for k in arrays if k.startswith("param/"))
-    arrays[name] = np.full_like(arrays[name], np.nan)
-    with open(path, "wb") as file:
-        checkpoint._write_npz(file, arrays)
+    name = fill_first_parameter(path, np.nan)
     model = make_stateless().model
     checkpoint.load(path, model)  # as written: a diverged model may be looked at
     assert np.isnan(model.state_dict()[name[len("param/") :]]).all()
