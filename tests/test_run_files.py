@@ -357,3 +357,36 @@ def test_a_ctrl_c_before_a_new_run_writes_leaves_no_folder_behind(tmp_path, monk
     with pytest.raises(KeyboardInterrupt):
         command.main(["train", "sine", "--max-steps", "2", "--quiet", "--out", str(out)])
     assert not (tmp_path / "a").exists()
+
+
+def test_resuming_through_a_link_to_the_runs_own_checkpoint_is_not_refused(tmp_path):
+    out = tmp_path / "run"
+    short_sine_run(out)
+    (out / "latest.npz").symlink_to("checkpoint.npz")
+    result = cli("train", "--resume", str(out / "latest.npz"), "--max-steps", "4", "--quiet")
+    assert result.returncode == 0, result.stderr
+
+
+def test_a_checkpoint_from_before_validation_pending_resumes_with_none_pending(tmp_path):
+    trainer = make_stateless(tmp_path / "run", epochs=1, max_steps=3)
+    trainer.fit()
+    rewrite_extra(tmp_path / "run" / "checkpoint.npz",
+                  lambda m: m["extra"].pop("validation_pending"))  # fmt: skip
+    resumed = make_stateless(tmp_path / "run")
+    resumed.resume(tmp_path / "run")
+    assert resumed.validation_pending is False and resumed.step == 3
+
+
+def test_a_first_save_that_fails_over_another_file_says_that_file_is_as_it_was(
+    tmp_path, monkeypatch
+):
+    (tmp_path / "checkpoint.npz").write_bytes(b"someone else's")
+    trainer = make_stateless(tmp_path, epochs=1)
+
+    def disk_full(*args):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", disk_full)
+    with pytest.raises(CheckpointWriteError, match="the file there is as it was"):
+        trainer.save_checkpoint()
+    assert (tmp_path / "checkpoint.npz").read_bytes() == b"someone else's"
