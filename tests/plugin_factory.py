@@ -34,10 +34,15 @@ def write_plugin(
     """Write `module.py` and `dist-0.1.dist-info/` registering `entry_name` -> module:attr."""
     root.mkdir(parents=True, exist_ok=True)
     (root / f"{module}.py").write_text(textwrap.dedent(source))
+    return write_entry_point(root, dist, entry_name, f"{module}:{attr}")
+
+
+def write_entry_point(root: Path, dist: str, entry_name: str, target: str) -> Path:
+    """Write `dist-0.1.dist-info/` registering the topology `entry_name` -> `target`
+    ("module:attr", of any importable module)."""
+    root.mkdir(parents=True, exist_ok=True)
     info = root / f"{dist}-0.1.dist-info"
     info.mkdir(exist_ok=True)
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text(
-        f"[tinygrad_rnn.topologies]\n{entry_name} = {module}:{attr}\n"
-    )
+    (info / "entry_points.txt").write_text(f"[tinygrad_rnn.topologies]\n{entry_name} = {target}\n")
     return root

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from plugin_factory import BROKEN_PLUGIN, GOOD_PLUGIN, write_plugin
+from plugin_factory import BROKEN_PLUGIN, GOOD_PLUGIN, write_entry_point, write_plugin
 
 import topologies
 
@@ -28,6 +28,12 @@ def run_python(code: str, path: Path, **env: str) -> subprocess.CompletedProcess
     return subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env=full_env, timeout=120
     )
+
+
+def assert_prints_ok(code: str, path: Path, **env: str) -> None:
+    """`code` runs in a fresh interpreter (plugins under `path`) and gets to print OK."""
+    result = run_python(code, path, **env)
+    assert result.returncode == 0 and "OK" in result.stdout, result.stderr
 
 
 def test_builtins_are_listed_with_one_line_descriptions():
@@ -142,20 +148,12 @@ def test_overriding_a_name_that_is_an_alias_moves_it_for_lookups_and_listing_ali
         "assert 'seq2seq' not in builtin.aliases, builtin.aliases\n"
         "print('OK')\n"
     )
-    result = run_python(code, tmp_path)
-    assert result.returncode == 0 and "OK" in result.stdout, result.stderr
+    assert_prints_ok(code, tmp_path)
 
 
 def test_a_plugin_naming_a_builtin_class_adds_an_alias_and_never_renames_it(tmp_path):
     """Checkpoints store a topology's name: a plugin must not change a built-in's."""
-    root = tmp_path / "site"
-    root.mkdir()
-    info = root / "lmalias-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: lmalias\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text(
-        "[tinygrad_rnn.topologies]\nlm = topologies.synced:Synced\n"
-    )
+    root = write_entry_point(tmp_path / "site", "lmalias", "lm", "topologies.synced:Synced")
     code = (
         "import topologies\n"
         "from topologies.synced import Synced\n"
@@ -166,8 +164,7 @@ def test_a_plugin_naming_a_builtin_class_adds_an_alias_and_never_renames_it(tmp_
         "assert 'lm' not in listing and topologies.create('synced').name == Synced.name\n"
         "print('OK')\n"
     )
-    result = run_python(code, root)
-    assert result.returncode == 0 and "OK" in result.stdout, result.stderr
+    assert_prints_ok(code, root)
 
 
 def test_a_lookup_from_another_thread_waits_for_plugin_discovery(tmp_path):
