@@ -167,10 +167,14 @@ def test_a_plugin_naming_a_builtin_class_adds_an_alias_and_never_renames_it(tmp_
     assert_prints_ok(code, root)
 
 
+def write_slow_plugin(root: Path, seconds: float) -> Path:
+    """The mean-over-time plugin, in a module `slowplugin` whose import takes `seconds`."""
+    slow = f"import time\ntime.sleep({seconds})\n" + GOOD_PLUGIN
+    return write_plugin(root, "slowplugin", "slowplugin", slow, "mean-over-time", "MeanOverTime")
+
+
 def test_a_lookup_from_another_thread_waits_for_plugin_discovery(tmp_path):
-    slow = "import time\ntime.sleep(1.0)\n" + GOOD_PLUGIN
-    root = write_plugin(tmp_path / "site", "slowplugin", "slowplugin", slow, "mean-over-time",
-                        "MeanOverTime")  # fmt: skip
+    root = write_slow_plugin(tmp_path / "site", seconds=1.0)
     code = (
         "import threading, time, topologies\n"
         "threading.Thread(target=topologies.available).start()\n"
@@ -185,9 +189,7 @@ def test_a_lookup_from_another_thread_waits_for_plugin_discovery(tmp_path):
 def test_a_plugin_imported_directly_while_another_thread_discovers_does_not_deadlock(tmp_path):
     """The module looks up a built-in at import; discovery, in another thread, imports the
     same module and waits for its import lock: the lookup must not wait for discovery."""
-    slow = "import time\ntime.sleep(0.5)\n" + GOOD_PLUGIN
-    root = write_plugin(tmp_path / "site", "slowplugin", "slowplugin", slow, "mean-over-time",
-                        "MeanOverTime")  # fmt: skip
+    root = write_slow_plugin(tmp_path / "site", seconds=0.5)
     code = (
         "import threading, time, topologies\n"
         "def listing():\n"
