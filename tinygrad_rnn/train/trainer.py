@@ -203,6 +203,17 @@ def write_json_atomic(path: str | os.PathLike, payload: Any) -> None:
     ckpt.write_atomically(path, lambda file: file.write(text))
 
 
+def _layer_generators(model: Any) -> list[np.random.Generator]:
+    """The generators a model's layers draw from (dropout masks), other than the
+    library's: passed to `build`, they go into checkpoints beside the library's."""
+    found: dict[int, np.random.Generator] = {}
+    for module in model.modules():
+        generator = getattr(module, "generator", None)
+        if isinstance(generator, np.random.Generator):
+            found.setdefault(id(generator), generator)
+    return list(found.values())
+
+
 def _training_counters(path: Path, state: dict[str, Any]) -> dict[str, Any]:
     """A training checkpoint's counters and records, checked and converted; a bad one
     is a CheckpointError naming the key, the expected and the received value."""
@@ -360,6 +371,7 @@ class Trainer:
         # in between must save the states from before those draws, or the resumed run
         # redoes the step with other masks.
         self._rng_at_step: tuple[dict, list[dict]] | None = None
+        self._generators = _layer_generators(model)  # found once: not per step
         self._resumed = False  # set by resume(): metrics.json then keeps its test block
         self.epoch = 0  # completed epochs
         self.step = 0  # optimizer steps taken
@@ -522,9 +534,11 @@ class Trainer:
 
     def _mark_rng(self) -> None:
         """Remember the random states now, where the counted steps end (see __init__)."""
-        self._rng_at_step = (
-            get_rng_state(), [g.bit_generator.state for g in self._layer_generators()]
-        )
+        self._rng_at_step = self._live_rng_states()
+
+    def _live_rng_states(self) -> tuple[dict, list[dict]]:
+        """(library generator state, layer generators' states), as they are now."""
+        return get_rng_state(), [g.bit_generator.state for g in self._generators]
 
     def _budget_spent(self) -> bool:
         return self.config.max_steps is not None and self.step >= self.config.max_steps
@@ -681,9 +695,7 @@ class Trainer:
     # ---- persistence -------------------------------------------------------------
     def _rng_states(self) -> tuple[dict, list[dict]]:
         """(library generator state, layer generators' states) for a checkpoint."""
-        if self._rng_at_step is not None:
-            return self._rng_at_step
-        return get_rng_state(), [g.bit_generator.state for g in self._layer_generators()]
+        return self._rng_at_step if self._rng_at_step is not None else self._live_rng_states()
 
     def training_state(self) -> dict[str, Any]:
         """The JSON-able part of a checkpoint (the arrays go beside it)."""
@@ -712,16 +724,6 @@ class Trainer:
             ],
             **self.extra,
         }
-
-    def _layer_generators(self) -> list[np.random.Generator]:
-        """The generators the model's layers draw from (dropout masks), other than the
-        library's: passed to `build`, they go into checkpoints beside the library's."""
-        found: dict[int, np.random.Generator] = {}
-        for module in self.model.modules():
-            generator = getattr(module, "generator", None)
-            if isinstance(generator, np.random.Generator):
-                found.setdefault(id(generator), generator)
-        return list(found.values())
 
     def save_checkpoint(self) -> Path | None:
         """Write `checkpoint.npz` atomically (nothing when out_dir is None).
@@ -807,7 +809,7 @@ class Trainer:
             carried = distributed.rank_slice(
                 carried, self.rank, self.comm.size, distributed.state_batch_axis(self.topology)
             )
-        generators = self._layer_generators()
+        generators = self._generators
         saved_generators = state.get("generators")  # absent: written before they were kept
         if saved_generators is not None and len(saved_generators) != len(generators):
             raise ValueError(
