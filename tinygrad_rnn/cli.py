@@ -339,10 +339,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     config = TrainConfig(**{**extra["config"], "quiet": True})
     trainer = Trainer(topology, model, config, prepared.train, prepared.valid)
     split = {"test": prepared.test, "valid": prepared.valid}[args.split]
-    # A stream's test pass is the report's (10 lanes, the textbook's); its valid pass is the
-    # run's own validation (its eval_batch_size), so the number matches metrics.json's.
-    lanes = 10 if topology.stateful and args.split == "test" else None
-    result = trainer.evaluate(split, batch_size=lanes)
+    # The test split as the run's report measured it, the valid split as its validation
+    # did (its eval batch): each number matches metrics.json's.
+    batch = prepared.test_batch_size if args.split == "test" else None
+    result = trainer.evaluate(split, batch_size=batch)
     print(json.dumps({"checkpoint": str(path), "split": args.split, **result}))
     return 0
 

@@ -100,6 +100,8 @@ class Prepared:
     test: Any
     extra: dict[str, Any] = field(default_factory=dict)
     report: Callable[[Trainer, Path], dict[str, Any]] | None = None
+    # The batch (lanes, for a stream) the report measures the test split with; None: the
+    # config's eval batch. `evaluate` measures the test split the same way.
     test_batch_size: int | None = None
 
 
@@ -410,9 +412,10 @@ def _ptb(opts: Options, rec: Recipe) -> Prepared:
 def _language_model(
     name: str, rec: Recipe, opts: Options, spec, config, train, valid, test, vocab
 ) -> Prepared:
+    lanes = 10  # the textbook's measure: one stateful pass over the test corpus, 10 lanes
+
     def report(trainer: Trainer, out: Path) -> dict[str, Any]:
-        # The textbook's measure: one stateful pass over the test corpus at batch 10, time 35.
-        result = trainer.evaluate(test, batch_size=10)
+        result = trainer.evaluate(test, batch_size=lanes)
         plots.curves(out / "perplexity.png", trainer.history, "perplexity")
         return {"perplexity": result["perplexity"], "loss": result["loss"]}
 
@@ -426,6 +429,7 @@ def _language_model(
         test,
         {"vocab": vocab.to_dict()},
         report,
+        test_batch_size=lanes,
     )
 
 
