@@ -174,18 +174,16 @@ class _Recycler:
             if len(arrays) < self.per_shape:
                 arrays.append(array)
                 self._bytes += array.nbytes
-            self._evict(keep=key)
+            self._evict()
             return array
 
-    def _evict(self, keep: Hashable) -> None:
-        """Drop the least recently used shapes (not `keep`) while over a bound."""
+    def _evict(self) -> None:
+        """Drop the least recently used shapes while over a bound; the shape just asked
+        for is the most recent, so it goes last, never (one shape always stays)."""
         while len(self._arrays) > 1 and (
             len(self._arrays) > self.max_shapes or self._bytes > self.max_bytes
         ):
-            oldest = next(iter(self._arrays))
-            if oldest == keep:  # `keep` is the most recent: nothing else is left
-                break
-            self._bytes -= sum(a.nbytes for a in self._arrays.pop(oldest))
+            self._bytes -= sum(a.nbytes for a in self._arrays.popitem(last=False)[1])
 
     def clear(self) -> None:
         with self._lock:
