@@ -261,8 +261,9 @@ def load_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
     return {k[len(_ARRAYS) :]: v for k, v in stored.items() if k.startswith(_ARRAYS)}
 
 
-def _error(path: str, message: str) -> CheckpointError:
-    return CheckpointError(f"checkpoint {path!r}: {message}")
+def checkpoint_error(path: str | os.PathLike, message: str) -> CheckpointError:
+    """The error for what is wrong with the checkpoint at `path`, naming the file."""
+    return CheckpointError(f"checkpoint {os.fspath(path)!r}: {message}")
 
 
 def _read(path: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
@@ -272,12 +273,14 @@ def _read(path: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     try:
         loaded = np.load(path, allow_pickle=False)
     except Exception as err:  # not NumPy data (text, pickle), or a truncated zip
-        raise _error(path, f"not a readable .npz archive ({type(err).__name__}: {err})") from None
+        raise checkpoint_error(
+            path, f"not a readable .npz archive ({type(err).__name__}: {err})"
+        ) from None
     if not isinstance(loaded, np.lib.npyio.NpzFile):
-        raise _error(path, "holds a single .npy array, not a checkpoint archive")
+        raise checkpoint_error(path, "holds a single .npy array, not a checkpoint archive")
     with loaded:
         if _META not in loaded.files:
-            raise _error(
+            raise checkpoint_error(
                 path,
                 f"missing the format marker ({_META!r}): an .npz archive, but not a "
                 "tinygrad-rnn checkpoint",
@@ -287,32 +290,33 @@ def _read(path: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
             try:
                 arrays[key] = loaded[key]
             except Exception as err:  # damaged member: bad CRC, cut short, ...
-                raise _error(
+                raise checkpoint_error(
                     path, f"member {key!r} is damaged ({type(err).__name__}: {err})"
                 ) from None
     raw = arrays.pop(_META)
     try:
         meta = json.loads(raw.tobytes().decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as err:
-        raise _error(path, f"the metadata is not valid JSON ({err})") from None
+        raise checkpoint_error(path, f"the metadata is not valid JSON ({err})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
-        raise _error(path, f"format marker is {found!r}; expected {FORMAT!r}")
+        raise checkpoint_error(path, f"format marker is {found!r}; expected {FORMAT!r}")
     version = meta.get("version")
     if not isinstance(version, int) or not 1 <= version <= VERSION:
-        raise _error(
+        raise checkpoint_error(
             path,
             f"format version {version!r} is not supported (this library reads "
             f"1 to {VERSION}; a newer tinygrad-rnn wrote it?)",
         )
     for key in ("params", "tied", "optimizer", "extra"):
         if key not in meta:
-            raise _error(path, f"the metadata misses {key!r}")
+            raise checkpoint_error(path, f"the metadata misses {key!r}")
     for key, kind in (("extra", dict), ("optimizer", dict), ("tied", dict)):
         if meta[key] is not None and not isinstance(meta[key], kind):
-            raise _error(
-                path, f"the metadata's {key!r} must be a {kind.__name__} or null; got "
-                f"{type(meta[key]).__name__}"
+            raise checkpoint_error(
+                path,
+                f"the metadata's {key!r} must be a {kind.__name__} or null; got "
+                f"{type(meta[key]).__name__}",
             )
     return arrays, meta
 
@@ -340,15 +344,17 @@ def _match_parameters(
         value = stored[source]
         key = _PARAM + name
         if tuple(value.shape) != param.shape:
-            raise _error(
+            raise checkpoint_error(
                 path, f"{key!r} has shape {tuple(value.shape)}; the module expects {param.shape}"
             )
         if value.dtype != param.dtype:
-            raise _error(path, f"{key!r} has dtype {value.dtype}; the module expects {param.dtype}")
+            raise checkpoint_error(
+                path, f"{key!r} has dtype {value.dtype}; the module expects {param.dtype}"
+            )
         # `save` writes what it is given (a diverged model, to look at); the Trainer never
         # saves one, and resuming or evaluating one is refused here.
         if require_finite and value.dtype.kind == "f" and not np.isfinite(value).all():
-            raise _error(path, f"{key!r} holds nan or inf; the weights are not usable")
+            raise checkpoint_error(path, f"{key!r} holds nan or inf; the weights are not usable")
         values[name] = value
     unexpected = sorted(set(stored) - used)
     if missing or unexpected:
@@ -357,7 +363,7 @@ def _match_parameters(
             for name in unexpected
             if name in module_ties
         ]
-        raise _error(
+        raise checkpoint_error(
             path,
             f"parameter names do not match the module: missing {missing}, unexpected "
             f"{unexpected}" + (f" ({'; '.join(notes)})" if notes else ""),
@@ -371,15 +377,19 @@ def _optimizer_state(
     saved = meta["optimizer"]
     name = type(optimizer).__name__
     if saved is None:
-        raise _error(path, f"holds no optimizer state, but a {name} was passed to load it into")
+        raise checkpoint_error(
+            path, f"holds no optimizer state, but a {name} was passed to load it into"
+        )
     if saved.get("type") != name:
-        raise _error(path, f"holds {saved.get('type')} state; cannot load it into a {name}")
+        raise checkpoint_error(
+            path, f"holds {saved.get('type')} state; cannot load it into a {name}"
+        )
     state = _decode(path, saved.get("state"), arrays)
     try:
         optimizer.validate_state_dict(state)
     except (KeyError, ValueError, TypeError) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
-        raise _error(path, f"the optimizer state does not fit: {message}") from None
+        raise checkpoint_error(path, f"the optimizer state does not fit: {message}") from None
     return state
 
 
@@ -388,7 +398,9 @@ def _decode(path: str, value: Any, arrays: dict[str, np.ndarray]) -> Any:
         if set(value) == {_ARRAY_REF}:
             key = value[_ARRAY_REF]
             if key not in arrays:
-                raise _error(path, f"the optimizer state refers to a missing member {key!r}")
+                raise checkpoint_error(
+                    path, f"the optimizer state refers to a missing member {key!r}"
+                )
             return arrays[key]
         if set(value) == {_INT_KEYS}:
             return {int(k): _decode(path, v, arrays) for k, v in value[_INT_KEYS].items()}

@@ -662,12 +662,10 @@ def prepare(name: str, opts: Options) -> Prepared:
 def check_run_extra(path: Any, extra: dict[str, Any]) -> None:
     """A recipe run's checkpoint metadata holds what evaluate, generate and --resume
     rebuild the run from, of the right kinds: else a CheckpointError naming the key."""
-    from ..checkpoint import CheckpointError
+    from ..checkpoint import CheckpointError, checkpoint_error
 
     def bad(key: str, expected: str) -> CheckpointError:
-        return CheckpointError(
-            f"checkpoint {str(path)!r}: {key!r} must be {expected}; got {extra.get(key)!r:.80}"
-        )
+        return checkpoint_error(path, f"{key!r} must be {expected}; got {extra.get(key)!r:.80}")
 
     if not isinstance(extra.get("recipe"), str):
         raise bad("recipe", "a recipe name (this is not a checkpoint of a recipe's run?)")

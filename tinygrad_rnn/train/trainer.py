@@ -219,9 +219,7 @@ def _training_counters(path: Path, state: dict[str, Any]) -> dict[str, Any]:
     is a CheckpointError naming the key, the expected and the received value."""
 
     def bad(key: str, expected: str) -> ckpt.CheckpointError:
-        return ckpt.CheckpointError(
-            f"checkpoint {str(path)!r}: {key!r} must be {expected}; got {state.get(key)!r}"
-        )
+        return ckpt.checkpoint_error(path, f"{key!r} must be {expected}; got {state.get(key)!r}")
 
     def count(key: str, default: int | None = None) -> int:
         value = state.get(key, default)
@@ -793,15 +791,14 @@ class Trainer:
             )
         loader_state = state.get("loader")
         if not isinstance(loader_state, dict) or not isinstance(state.get("carried_state"), int):
-            raise ckpt.CheckpointError(
-                f"checkpoint {str(path)!r}: a training checkpoint needs its 'loader' position "
-                f"and 'carried_state' count; got {loader_state!r:.60} and "
-                f"{state.get('carried_state')!r}"
+            raise ckpt.checkpoint_error(
+                path, "a training checkpoint needs its 'loader' position and 'carried_state' "
+                f"count; got {loader_state!r:.60} and {state.get('carried_state')!r}"
             )
         missing = [f"carried_{i}" for i in range(state["carried_state"])
                    if f"carried_{i}" not in arrays]  # fmt: skip
         if missing:
-            raise ckpt.CheckpointError(f"checkpoint {str(path)!r}: misses the arrays {missing}")
+            raise ckpt.checkpoint_error(path, f"misses the arrays {missing}")
         if self.comm is not None:
             loader_state = distributed.rank_loader_state(loader_state, self.loader)
         carried = [arrays[f"carried_{i}"] for i in range(int(state["carried_state"]))]
@@ -827,8 +824,8 @@ class Trainer:
             try:
                 type(generator.bit_generator)().state = saved_state
             except (TypeError, ValueError, KeyError) as err:
-                raise ckpt.CheckpointError(
-                    f"checkpoint {str(path)!r}: a generator state does not fit a "
+                raise ckpt.checkpoint_error(
+                    path, f"a generator state does not fit a "
                     f"{type(generator.bit_generator).__name__} ({err})"
                 ) from None
         # The loader checks its whole state before taking it; the model and optimizer are
