@@ -499,7 +499,7 @@ class _SoftmaxRows:
         gives those rows' logits for the few redone with a shift; `picked` (M,) is each
         row's target logit."""
         xp, targets = self.xp, self.targets
-        if self.exps.dtype.itemsize == 4:  # only float32 skipped the max pass
+        if _skips_max_pass(self.exps.dtype):
             _redo_shifted(xp, natural_logits, self.exps, self.exp_sum, self.shift,
                           self.row_weight)  # fmt: skip
         # picked - shift first: exact when the two are close (a shifted row's target
@@ -535,6 +535,12 @@ class _SoftmaxRows:
 _BLOCK_BYTES = 512 * 1024
 
 
+def _skips_max_pass(dtype: Any) -> bool:
+    """Float32 exponentiates unshifted (`_redo_shifted` mends the few rows that leave its
+    range); float64, the checking dtype, and float16, whose range is too small, shift."""
+    return np.dtype(dtype).itemsize == 4
+
+
 def _softmax_block(xp, z, exps, exp_sum, shift, row_weight, base2: bool = False) -> None:
     """One block of rows of a softmax cross-entropy's forward, in place (z may be exps).
 
@@ -547,9 +553,9 @@ def _softmax_block(xp, z, exps, exp_sum, shift, row_weight, base2: bool = False)
     """
     # The shift is in the logits' units, which `finish` takes as natural: base-2 logits
     # (float32 only, the fused head) are never shifted here.
-    assert not (base2 and z.dtype.itemsize != 4), "base-2 logits are a float32 path"
+    assert not (base2 and not _skips_max_pass(z.dtype)), "base-2 logits are a float32 path"
     with np.errstate(over="ignore", under="ignore", invalid="ignore", divide="ignore"):
-        if z.dtype.itemsize != 4:  # float16's range cannot hold the unshifted sums
+        if not _skips_max_pass(z.dtype):
             shift[...] = z.max(axis=1)
             xp.subtract(z, shift[:, None], out=exps)
             xp.exp(exps, out=exps)
