@@ -209,14 +209,13 @@ def _train_run(args, communicator, recipe: str, opts, out: Path, resume_from: Pa
     from .train import Trainer
     from .train.recipes import prepare
 
-    path = resume_from
     prepared = prepare(recipe, opts)
     manual_seed(opts.seed)
     model = prepared.topology.build(prepared.spec)
     trainer = Trainer(prepared.topology, model, prepared.config, prepared.train, prepared.valid,
                       out_dir=out, extra=prepared.extra, communicator=communicator)
-    if path is not None:
-        trainer.resume(path)
+    if resume_from is not None:
+        trainer.resume(resume_from)
         _check_more_to_train(args, trainer)
     if trainer.rank == 0:
         layer = prepared.spec.cell if prepared.topology.recurrent else "feed-forward"
